@@ -1,0 +1,1 @@
+"""telehub cloud: the gRPC gateway and the per-tenant telemetry stores."""

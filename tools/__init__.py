@@ -1,0 +1,1 @@
+"""The ``telehub`` command line for fleet engineers and operators."""
