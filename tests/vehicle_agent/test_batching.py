@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from vehicle_agent.batching import Batcher, to_microseconds
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_closes_batch_at_max_samples_without_splitting_a_frame() -> None:
+    b = Batcher(7, max_samples=5)
+    assert b.add(1.0, [(0, 1.0), (1, 2.0)]) == []
+    assert b.add(1.1, [(0, 3.0), (1, 4.0)]) == []
+    closed = b.add(1.2, [(0, 5.0), (1, 6.0)])  # would make 6 > 5: the open batch closes first
+    assert [len(x) for x in closed] == [4]
+    assert closed[0].catalog_id == 7
+    assert list(closed[0].value) == [1.0, 2.0, 3.0, 4.0]
+    assert b.pending == 2
+    last = b.flush()
+    assert last is not None
+    assert list(last.signal_index) == [0, 1]
+    assert b.flush() is None
+
+
+def test_a_frame_larger_than_a_batch_is_split() -> None:
+    b = Batcher(1, max_samples=2)
+    closed = b.add(0.5, [(i, float(i)) for i in range(5)])
+    assert [list(x.signal_index) for x in closed] == [[0, 1], [2, 3]]
+    rest = b.flush()
+    assert rest is not None
+    assert list(rest.signal_index) == [4]
+
+
+def test_keeps_can_timestamps_in_microseconds() -> None:
+    b = Batcher(1)
+    b.add(1635188455.020850, [(3, 650.5)])
+    batch = b.flush()
+    assert batch is not None
+    assert list(batch.timestamp_us) == [1635188455020850]
+    assert to_microseconds(0.0000005) == 0  # rounds half to even at the µs boundary
+    assert to_microseconds(1.0000016) == 1000002
+
+
+def test_closes_by_age_with_injected_clock() -> None:
+    clock = FakeClock()
+    b = Batcher(1, max_samples=1000, max_age=2.0, clock=clock)
+    assert b.poll() is None
+    assert b.time_to_deadline() is None
+    b.add(0.0, [(0, 1.0)])
+    clock.now += 1.5
+    assert b.poll() is None
+    assert b.time_to_deadline() == pytest.approx(0.5)
+    clock.now += 0.5
+    aged = b.poll()
+    assert aged is not None
+    assert len(aged) == 1
+    assert b.pending == 0
+
+
+def test_frames_without_samples_open_nothing() -> None:
+    b = Batcher(1)
+    assert b.add(1.0, []) == []
+    assert b.flush() is None
+
+
+@pytest.mark.parametrize(("samples", "age"), [(0, 1.0), (10, 0.0)])
+def test_rejects_bad_limits(samples: int, age: float) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        Batcher(1, max_samples=samples, max_age=age)

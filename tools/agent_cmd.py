@@ -1,0 +1,75 @@
+"""``telehub agent run``: the vehicle agent on a bus or a log file.
+
+Settings come from ``TELEHUB_*`` environment variables (see
+``vehicle_agent.config``); flags given here override them. A DBC is given as
+``PATH[:BUS[:CHANNEL]]``: decode the frames of CHANNEL (all channels when left
+out) with PATH, naming the bus BUS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vehicle_agent.app import Agent
+from vehicle_agent.config import AgentSettings, DbcSettings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("agent", help="run the vehicle agent", description=__doc__)
+    agent_sub = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    r = agent_sub.add_parser("run", help="stream a bus or a log file to the gateway")
+    r.add_argument("--vehicle", help="vehicle id (TELEHUB_VEHICLE_ID)")
+    r.add_argument("--token", help="vehicle credential (TELEHUB_TOKEN)")
+    r.add_argument("--gateway", help="gateway host:port (TELEHUB_GATEWAY)")
+    r.add_argument("--dbc", action="append", type=_dbc, help="PATH[:BUS[:CHANNEL]], repeatable")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--log", type=Path, help="replay this log file (any format python-can reads)")
+    src.add_argument("--interface", help="python-can interface, e.g. socketcan, virtual, pcan")
+    r.add_argument("--channel", help="python-can channel, e.g. can0")
+    r.add_argument("--bitrate", type=int)
+    r.add_argument("--realtime", action="store_true", help="replay at the log's own pace")
+    r.add_argument("--speed", type=float, help="with --realtime: replay N times faster")
+    r.add_argument("--json", action="store_true", help="print the final report as JSON")
+    r.set_defaults(handler=_run)
+
+
+def _dbc(text: str) -> DbcSettings:
+    path, _, rest = text.partition(":")
+    bus, _, channel = rest.partition(":")
+    return DbcSettings(path=Path(path), bus=bus or "can", channel=channel or None)
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "vehicle_id": args.vehicle,
+            "token": args.token,
+            "gateway": args.gateway,
+            "dbc": args.dbc,
+            "log_file": args.log,
+            "interface": args.interface,
+            "channel": args.channel,
+            "bitrate": args.bitrate,
+            "speed": args.speed,
+        }.items()
+        if value is not None
+    }
+    if args.realtime:
+        overrides["realtime"] = True
+    settings = AgentSettings(**overrides)
+    agent = Agent.from_settings(settings)
+    report = asyncio.run(agent.run())
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        print(
+            f"{report.frames_read:,} frames read, {report.frames_decoded:,} decoded, "
+            f"{report.samples_sent:,} samples sent, {report.samples_acked:,} acknowledged"
+        )
+    return 0

@@ -1,0 +1,63 @@
+"""The ``telehub`` command line: one module per subcommand, each registering itself here.
+
+Every subcommand module has ``register(subparsers)``, which adds its parser and
+sets ``handler`` to a function ``(args) -> int``. Only this module's :func:`main`
+turns errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from cloud.errors import CloudError
+from vehicle_agent import __version__
+from vehicle_agent.errors import AgentError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tools import agent_cmd, cloud_cmd, demo
+
+    parser = argparse.ArgumentParser(
+        prog="telehub",
+        description="Connected-car telematics hub: vehicle agent, cloud gateway and fleet tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"telehub {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo.register(sub)
+    cloud_cmd.register(sub)
+    agent_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except (AgentError, CloudError, ValidationError) as exc:
+        print(f"telehub: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
