@@ -19,7 +19,9 @@ def test_regenerating_the_wire_contract_changes_nothing(tmp_path: Path) -> None:
     assert committed == expected, "generated files differ from the committed set"
     for rel in sorted(expected):
         fresh = (tmp_path / rel).read_bytes()
-        assert (PROTO_ROOT / rel).read_bytes() == fresh, f"{rel} is stale: run python -m tools.protogen"
+        assert (PROTO_ROOT / rel).read_bytes() == fresh, (
+            f"{rel} is stale: run python -m tools.protogen"
+        )
 
 
 def test_every_proto_has_generated_code() -> None:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,7 +60,15 @@ def recordings(root: Path) -> tuple[Recording, ...]:
             title="passenger car, 545 s drive with GNSS/IMU",
             log=str(root / "drive-gnss" / "drive_545s.MF4"),
             dbcs=(DbcSpec(root / "drive-gnss" / "canmod-gps.dbc", bus="gnss"),),
-            highlights=("Speed", "Latitude", "Longitude", "Altitude", "Satellites"),
+            highlights=(
+                "Speed",
+                "Latitude",
+                "Longitude",
+                "Altitude",
+                "Satellites",
+                "FixType",
+                "DistanceTotal",
+            ),
         ),
         Recording(
             vehicle_id="DEMO-TRUCK-0001",
@@ -201,8 +208,11 @@ def _summary(vehicles: list[dict[str, Any]], elapsed: float, data_dir: Path) -> 
         "batches": total("batches"),
         "elapsed_seconds": round(elapsed, 3),
         "frames_per_second": round(frames / elapsed, 1) if elapsed else None,
-        "latest": {k: {"vehicle_id": v["vehicle_id"], **x} for v in vehicles
-                   for k, x in v["latest"].items()},
+        "latest": {
+            k: {"vehicle_id": v["vehicle_id"], **x}
+            for v in vehicles
+            for k, x in v["latest"].items()
+        },
         "vehicles": vehicles,
     }
 
@@ -214,16 +224,23 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     t = Table(show_header=False, box=None, padding=(0, 2))
     t.add_row("frames read", f"{s['frames_read']:,}")
     t.add_row("frames decoded", f"{s['frames_decoded']:,}")
-    skipped = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in s["frames_skipped"].items() if n)
+    skipped = ", ".join(
+        f"{n:,} {reason.replace('_', ' ')}" for reason, n in s["frames_skipped"].items() if n
+    )
     t.add_row("frames skipped", skipped or "none")
     t.add_row("samples sent", f"{s['samples_sent']:,} in {s['batches']:,} batches")
-    t.add_row("samples stored", f"{s['samples_stored']:,}" + ("  [green]all stored[/]" if ok else "  [red]MISMATCH[/]"))
+    t.add_row(
+        "samples stored",
+        f"{s['samples_stored']:,}" + ("  [green]all stored[/]" if ok else "  [red]MISMATCH[/]"),
+    )
     t.add_row("end to end", f"{s['elapsed_seconds']:.1f} s, {s['frames_per_second']:,.0f} frames/s")
     t.add_row("store", s["store"])
     console.print(t)
     for v in s["vehicles"]:
         a = v["agent"]
-        table = Table(title=f"{v['vehicle_id']} — {v['title']} ({v['recording']})", title_justify="left")
+        table = Table(
+            title=f"{v['vehicle_id']} — {v['title']} ({v['recording']})", title_justify="left"
+        )
         table.add_column("signal")
         table.add_column("latest value", justify="right")
         table.add_column("unit")
@@ -243,5 +260,3 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
-
-

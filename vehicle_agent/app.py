@@ -98,7 +98,8 @@ class Agent:
         if settings.log_file is not None:
             source = LogSource(settings.log_file, realtime=settings.realtime, speed=settings.speed)
         else:
-            assert settings.interface is not None and settings.channel is not None
+            assert settings.interface is not None
+            assert settings.channel is not None
             source = BusSource(
                 settings.interface, settings.channel, bitrate=settings.bitrate, fd=settings.fd
             )

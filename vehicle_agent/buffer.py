@@ -122,6 +122,11 @@ class BatchBuffer:
                     return batch
         return None
 
+    async def wait_for_stats(self, predicate: Callable[[BufferStats], bool]) -> None:
+        """Return once *predicate* holds for the counters (checked at every change)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self.stats))
+
     async def wait_empty(self) -> None:
         """Return once every batch has been acknowledged, rejected or dropped."""
         async with self._changed:

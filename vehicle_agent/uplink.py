@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
+
 from telehub.v1 import telemetry_pb2 as pb
 from telehub.v1 import telemetry_pb2_grpc as pb_grpc
-
 from vehicle_agent import wire
 from vehicle_agent.buffer import BatchBuffer
 from vehicle_agent.catalog import Catalog

@@ -8,7 +8,6 @@ from __future__ import annotations
 from itertools import pairwise
 
 from telehub.v1 import telemetry_pb2 as pb
-
 from vehicle_agent.batching import Batch
 from vehicle_agent.catalog import Catalog
 
