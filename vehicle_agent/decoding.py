@@ -1,0 +1,195 @@
+"""Turn CAN frames into (catalog index, value) samples with the configured DBC files.
+
+The :class:`Decoder` sits on the agent's hot path: every frame from every bus goes
+through :meth:`Decoder.decode`. It never raises for a bad frame; it counts why a
+frame gave no samples in :class:`DecodeStats` so losses are reported, not hidden.
+
+Frames are matched to DBC messages with lookups built once:
+
+* by identifier and extended flag: cantools decides a message is extended when its
+  id exceeds 0x7FF, so a 29-bit frame with a small id must carry its real flag;
+* for J1939 DBC files, extended frames by parameter group number, ignoring
+  priority, source address and (PDU1) destination address: one DBC entry then
+  matches the same parameter group from every sender.
+
+Pure module: cantools only, no python-can.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cantools.database.can import Message
+from cantools.database.errors import DecodeError
+
+from vehicle_agent.catalog import (
+    BoundDbc,
+    Catalog,
+    DbcSpec,
+    LoadedDbc,
+    bind_dbc,
+    j1939_pgn,
+    read_dbc,
+)
+from vehicle_agent.frames import Frame
+
+__all__ = ["DecodeStats", "Decoder", "Sample"]
+
+#: One decoded value: (catalog index, physical value).
+Sample = tuple[int, int | float]
+
+# Marks extended ids in the integer lookup key (ids are at most 29 bits), which
+# spares a tuple allocation per frame.
+_EXTENDED = 1 << 31
+
+# What cantools raises for a payload that does not fit the message: wrong length
+# or an unknown multiplexer value (DecodeError), and the ValueError/KeyError the
+# bit unpacker or a codec can raise. Anything else is a bug and must surface.
+_DECODE_ERRORS = (DecodeError, KeyError, ValueError, OverflowError, struct.error)
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """What happened to the frames given to a :class:`Decoder`.
+
+    ``frames`` counts every frame; ``decoded`` those that matched a message and
+    decoded (a message without signals decodes to no samples but still counts);
+    ``samples`` the values produced. The other counters say why a frame was
+    skipped; each skipped frame is counted exactly once.
+    """
+
+    frames: int = 0
+    decoded: int = 0
+    samples: int = 0
+    unknown_id: int = 0
+    decode_errors: int = 0
+    error_frames: int = 0
+    remote_frames: int = 0
+
+    def by_reason(self) -> dict[str, int]:
+        """Skipped frames by reason."""
+        return {
+            "unknown_id": self.unknown_id,
+            "decode_error": self.decode_errors,
+            "error_frame": self.error_frames,
+            "remote_frame": self.remote_frames,
+        }
+
+    @property
+    def skipped(self) -> int:
+        """Frames that gave no decode (the sum of :meth:`by_reason`)."""
+        return self.unknown_id + self.decode_errors + self.error_frames + self.remote_frames
+
+
+# A matched message and, by signal name, the catalog index of each of its signals.
+_Target = tuple[Message, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """The lookups of one DBC spec."""
+
+    channel: str | None
+    by_id: dict[int, _Target]
+    by_pgn: dict[int, _Target] | None  # None unless the spec is J1939
+
+
+class Decoder:
+    """Decode frames with a list of DBC specs, tried in order.
+
+    Each DBC file is loaded once even when several specs use it. A spec with a
+    ``channel`` only sees frames of that channel; the first spec that knows a
+    frame's identifier decodes it.
+
+    Raises :class:`vehicle_agent.errors.DbcError` if a DBC file cannot be loaded.
+    """
+
+    __slots__ = ("_routes", "bound", "catalog", "stats")
+
+    def __init__(self, specs: Sequence[DbcSpec], *, strict: bool = False) -> None:
+        loaded: dict[Path, LoadedDbc] = {}
+        bound: list[BoundDbc] = []
+        for spec in specs:
+            key = spec.path.resolve()
+            if key not in loaded:
+                loaded[key] = read_dbc(spec.path, strict=strict)
+            bound.append(bind_dbc(spec, loaded[key]))
+        self.bound: tuple[BoundDbc, ...] = tuple(bound)
+        self.catalog = Catalog.build(self.bound)
+        self.stats = DecodeStats()
+        self._routes: tuple[_Route, ...] = tuple(_route(entry, self.catalog) for entry in bound)
+
+    def decode(self, frame: Frame) -> list[Sample]:
+        """Return the samples of one frame; an empty list when it gives none."""
+        stats = self.stats
+        stats.frames += 1
+        if frame.is_error:
+            stats.error_frames += 1
+            return []
+        if frame.is_remote:
+            stats.remote_frames += 1
+            return []
+        target = self._find(frame)
+        if target is None:
+            stats.unknown_id += 1
+            return []
+        message, indices = target
+        try:
+            # Message.decode applies the message's own layout; Database.decode_message
+            # would look the id up again and ignore J1939 masks. Raw choice values
+            # stay numbers: the labels travel once, in the catalog.
+            decoded = message.decode(frame.data, decode_choices=False, scaling=True)
+        except _DECODE_ERRORS:
+            stats.decode_errors += 1
+            return []
+        if not isinstance(decoded, dict):  # a container's list: DBC files have none
+            stats.decode_errors += 1
+            return []
+        samples = [
+            (indices[name], value)
+            for name, value in decoded.items()
+            if isinstance(value, int | float)
+        ]
+        stats.decoded += 1
+        stats.samples += len(samples)
+        return samples
+
+    def _find(self, frame: Frame) -> _Target | None:
+        arbitration_id = frame.arbitration_id
+        for route in self._routes:
+            if route.channel is not None and route.channel != frame.channel:
+                continue
+            if frame.is_extended:
+                if route.by_pgn is not None:
+                    target = route.by_pgn.get(j1939_pgn(arbitration_id))
+                else:
+                    target = route.by_id.get(arbitration_id | _EXTENDED)
+            else:
+                target = route.by_id.get(arbitration_id)
+            if target is not None:
+                return target
+        return None
+
+
+def _route(entry: BoundDbc, catalog: Catalog) -> _Route:
+    by_id: dict[int, _Target] = {}
+    by_pgn: dict[int, _Target] | None = {} if entry.j1939 else None
+    bus = entry.spec.bus
+    for message in entry.dbc.database.messages:
+        indices = {
+            signal.name: catalog.index_of(bus, message.name, signal.name)
+            for signal in message.signals
+        }
+        target = (message, indices)
+        # The first message wins when two share an id (or a PGN), matching the
+        # catalog's keep-the-first rule.
+        if message.is_extended_frame and by_pgn is not None:
+            by_pgn.setdefault(j1939_pgn(message.frame_id), target)
+        elif message.is_extended_frame:
+            by_id.setdefault(message.frame_id | _EXTENDED, target)
+        else:
+            by_id.setdefault(message.frame_id, target)
+    return _Route(channel=entry.spec.channel, by_id=by_id, by_pgn=by_pgn)

@@ -1,0 +1,50 @@
+"""Exceptions the vehicle agent raises, grouped by what the caller can do about them.
+
+Foreign exceptions (cantools, python-can, asammdf, grpc) are translated where they
+enter the agent and chained with ``raise ... from exc``, so callers only need to
+know this tree::
+
+    AgentError                 root: anything the agent itself reports
+    ├── DbcError               a DBC file cannot be read or parsed (fix the file)
+    ├── SourceError            a log file or CAN interface cannot be read or opened
+    ├── ConfigError            the agent's configuration is invalid
+    └── UplinkError            the link to the cloud failed (retry later)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["AgentError", "ConfigError", "DbcError", "SourceError", "UplinkError"]
+
+
+class AgentError(Exception):
+    """Root of every error the vehicle agent raises on purpose."""
+
+
+class DbcError(AgentError):
+    """A DBC file could not be loaded.
+
+    ``path`` is the file as configured, ``reason`` what cantools (or the operating
+    system) said about it.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot load DBC file {str(path)!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class SourceError(AgentError):
+    """A frame source (log file or CAN interface) cannot be opened or read.
+
+    The message names the file or interface and says why.
+    """
+
+
+class ConfigError(AgentError):
+    """The agent's configuration is invalid or inconsistent."""
+
+
+class UplinkError(AgentError):
+    """Talking to the cloud gateway failed; the data stays queued on the car."""

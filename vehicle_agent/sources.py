@@ -1,0 +1,314 @@
+"""Where frames come from: recorded log files and live CAN interfaces, via python-can.
+
+This is the adapter between python-can and the agent's core: it is the only module
+of the agent that sees ``can.Message``; everything past it sees
+:class:`vehicle_agent.frames.Frame`. Both sources implement :class:`FrameSource`
+and turn python-can's (and asammdf's) exceptions into
+:class:`vehicle_agent.errors.SourceError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+import struct
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from io import BufferedIOBase
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self, TextIO
+
+import can
+from asammdf.blocks.utils import MdfException
+from can.io.blf import BLFParseError
+from can.io.generic import BinaryIOMessageReader, MessageReader, TextIOMessageReader
+
+from vehicle_agent.errors import SourceError
+from vehicle_agent.frames import Frame
+
+__all__ = ["BusSource", "FrameSource", "LogSource", "to_frame"]
+
+# What python-can's readers (and asammdf, gzip, sqlite underneath) raise for a
+# file that is missing, truncated, corrupt or in another format than its suffix.
+_READ_ERRORS = (
+    OSError,  # includes gzip.BadGzipFile
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError and unknown suffixes
+    KeyError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    sqlite3.Error,
+    BLFParseError,
+    MdfException,
+    can.CanError,
+)
+
+# What opening or reading a live interface raises: python-can's own errors, and
+# the ValueError/OSError/NotImplementedError/ImportError of a bad interface name,
+# a missing driver or a missing device.
+_BUS_ERRORS = (can.CanError, ValueError, OSError, NotImplementedError, ImportError)
+
+_MDF_MAGICS = (b"MDF     ", b"UnFinMF ")
+
+
+class FrameSource(Protocol):
+    """Anything that yields frames and must be closed: a log file, a bus, a fake."""
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def to_frame(msg: can.Message) -> Frame:
+    """Translate a python-can message, keeping its timestamp as it is."""
+    channel = msg.channel
+    return Frame(
+        timestamp=msg.timestamp,
+        arbitration_id=msg.arbitration_id,
+        data=bytes(msg.data),
+        is_extended=msg.is_extended_id,
+        is_fd=msg.is_fd,
+        is_remote=msg.is_remote_frame,
+        is_error=msg.is_error_frame,
+        channel=None if channel is None else str(channel),
+    )
+
+
+class LogSource:
+    """Frames from a log file in any format python-can reads.
+
+    The format comes from the suffix (``.asc``, ``.blf``, ``.csv``, ``.db``,
+    ``.log``, ``.mf4``, ``.trc``, and those followed by ``.gz``), as for
+    ``can.LogReader``. Frames are read lazily, in file order, once. With
+    ``realtime=True`` they are paced by their timestamps, ``speed`` times faster
+    than recorded.
+    """
+
+    def __init__(self, path: Path, *, realtime: bool = False, speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, not {speed}")
+        self.path = path
+        self.realtime = realtime
+        self.speed = speed
+        self._closed = False
+        self._reader = _open_reader(path)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._closed:
+            raise SourceError(f"log file {str(self.path)!r} is closed")
+        messages: Iterable[can.Message] = self._reader
+        if self.realtime:
+            messages = _paced(messages, self.speed)
+        iterator = iter(messages)
+        while True:
+            try:
+                msg = next(iterator)
+            except StopIteration:
+                return
+            except _READ_ERRORS as exc:
+                raise SourceError(
+                    f"cannot read log file {str(self.path)!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            yield to_frame(msg)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the file; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._reader.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _open_reader(path: Path) -> MessageReader:
+    """Pick python-can's reader by suffix and open the file for it.
+
+    ``can.LogReader`` does the same dispatch but leaves the file open when the
+    reader rejects it; opening the file here lets us close it on every failure.
+    """
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    suffix = (suffixes[-2] if len(suffixes) >= 2 else "") if compressed else path.suffix.lower()
+    reader_type = can.io.MESSAGE_READERS.get(suffix)
+    if reader_type is None:
+        raise SourceError(
+            f"cannot read log file {str(path)!r}: unknown log format {''.join(path.suffixes)!r}"
+        )
+    try:
+        with ExitStack() as cleanup:
+            reader = _make_reader(reader_type, path, compressed, cleanup)
+            cleanup.pop_all()  # the reader owns the file from now on
+            return reader
+    except _READ_ERRORS as exc:
+        raise SourceError(
+            f"cannot read log file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _make_reader(
+    reader_type: type[MessageReader], path: Path, compressed: bool, cleanup: ExitStack
+) -> MessageReader:
+    if issubclass(reader_type, can.MF4Reader) and not compressed:
+        _check_mdf_magic(path)
+        # Given an open file, MF4Reader reads it all into memory; given a path,
+        # asammdf reads the blocks it needs from disk.
+        return reader_type(path)
+    # The exit stack owns the file until the reader is built (ruff cannot see
+    # that through gzip.open, hence the noqa).
+    if issubclass(reader_type, TextIOMessageReader):
+        text: TextIO
+        if compressed:
+            text = cleanup.enter_context(gzip.open(path, "rt", encoding="utf-8"))  # noqa: SIM115
+        else:
+            text = cleanup.enter_context(path.open(encoding="utf-8"))
+        return reader_type(text)
+    if issubclass(reader_type, BinaryIOMessageReader):
+        binary: BufferedIOBase
+        if compressed:
+            binary = cleanup.enter_context(gzip.open(path, "rb"))  # noqa: SIM115
+        else:
+            binary = cleanup.enter_context(path.open("rb"))
+        return reader_type(binary)
+    if compressed:  # readers that open the file by name (sqlite)
+        raise SourceError(f"cannot read log file {str(path)!r}: cannot decompress it")
+    return reader_type(path)
+
+
+def _check_mdf_magic(path: Path) -> None:
+    # asammdf reports a foreign file well but then fails in its own destructor;
+    # checking the identification block first keeps that noise out.
+    with path.open("rb") as file:
+        magic = file.read(8)
+    if magic not in _MDF_MAGICS:
+        raise SourceError(f"cannot read log file {str(path)!r}: not an MDF file")
+
+
+def _paced(messages: Iterable[can.Message], speed: float) -> Iterator[can.Message]:
+    """Yield messages at their recorded pace, ``speed`` times faster.
+
+    Like ``can.MessageSync(timestamps=True)``, which has no speed factor: each
+    message is due at its offset from the first timestamp, so sleep errors do not
+    accumulate.
+    """
+    start = time.perf_counter()
+    first: float | None = None
+    for msg in messages:
+        if first is None:
+            first = msg.timestamp
+        delay = start + (msg.timestamp - first) / speed - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield msg
+
+
+class BusSource:
+    """Frames from a live CAN interface opened with ``can.Bus``.
+
+    ``recv`` waits for one frame; iterating yields frames until :meth:`close`
+    (which may come from another thread: iteration wakes up every
+    ``poll_interval`` seconds to notice it).
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        channel: str,
+        *,
+        bitrate: int | None = None,
+        fd: bool = False,
+        poll_interval: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        self.interface = interface
+        self.channel = channel
+        self.poll_interval = poll_interval
+        self._closed = False
+        config = dict(kwargs)
+        if bitrate is not None:
+            config["bitrate"] = bitrate
+        if fd:
+            config["fd"] = True
+        try:
+            self._bus = can.Bus(interface=interface, channel=channel, **config)
+        except _BUS_ERRORS as exc:
+            raise SourceError(
+                f"cannot open CAN interface {interface!r} channel {channel!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def recv(self, timeout: float) -> Frame | None:
+        """Wait up to ``timeout`` seconds for a frame; ``None`` if none came."""
+        if self._closed:
+            raise SourceError(
+                f"CAN interface {self.interface!r} channel {self.channel!r} is closed"
+            )
+        try:
+            msg = self._bus.recv(timeout)
+        except _BUS_ERRORS as exc:
+            raise SourceError(
+                f"cannot read CAN interface {self.interface!r} channel {self.channel!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return None if msg is None else to_frame(msg)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            try:
+                frame = self.recv(self.poll_interval)
+            except SourceError:
+                if self._closed:  # closed before or while waiting: the end, not a failure
+                    return
+                raise
+            if frame is not None:
+                yield frame
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Shut the interface down; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus.shutdown()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
