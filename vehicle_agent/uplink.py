@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -31,6 +32,9 @@ from vehicle_agent import wire
 from vehicle_agent.buffer import BatchBuffer
 from vehicle_agent.catalog import Catalog
 from vehicle_agent.errors import UplinkError
+
+if TYPE_CHECKING:
+    _Call = grpc.aio.StreamStreamCall[pb.VehicleMessage, pb.CloudMessage]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +156,8 @@ class Uplink:
         metadata = (("authorization", f"Bearer {self._token}"),)
         async with grpc.aio.insecure_channel(self.target, compression=self._compression) as channel:
             stub = pb_grpc.TelemetryGatewayStub(channel)
-            call = stub.Connect(metadata=metadata)
+            # No request iterator: the call is driven with write()/read().
+            call = stub.Connect(None, metadata=metadata)
             try:
                 await self._handshake(call)
                 async with asyncio.TaskGroup() as tasks:
@@ -170,14 +175,13 @@ class Uplink:
                 call.cancel()
                 self._sent_at.clear()
 
-    async def _handshake(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _handshake(self, call: _Call) -> None:
         await call.write(
             wire.hello(self.vehicle_id, self._agent_version, self.catalog, self._last_acked)
         )
         reply = await call.read()
-        if reply is grpc.aio.EOF:
+        if not isinstance(reply, pb.CloudMessage):  # grpc.aio.EOF: the stream ended
             raise await self._ended(call)
-        assert isinstance(reply, pb.CloudMessage)
         if reply.WhichOneof("body") != "welcome":
             raise _SessionEnded(grpc.StatusCode.INTERNAL, "gateway did not answer Hello")
         stored = reply.welcome.last_stored_sequence
@@ -187,7 +191,7 @@ class Uplink:
         self.stats.sessions += 1
         self.connected.set()
 
-    async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _send_loop(self, call: _Call) -> None:
         key = 0
         while True:
             async with self._window_free:
@@ -206,7 +210,7 @@ class Uplink:
             self.stats.batches_sent += 1
             self.stats.samples_sent += len(batch)
 
-    async def _receive_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _receive_loop(self, call: _Call) -> None:
         rejected = 0
         while True:
             try:
@@ -214,10 +218,9 @@ class Uplink:
             except grpc.aio.AioRpcError as err:
                 ended = _SessionEnded(err.code(), err.details() or "")
                 break
-            if reply is grpc.aio.EOF:
+            if not isinstance(reply, pb.CloudMessage):  # grpc.aio.EOF: the stream ended
                 ended = await self._ended(call)
                 break
-            assert isinstance(reply, pb.CloudMessage)
             kind = reply.WhichOneof("body")
             if kind == "ack":
                 await self._on_ack(reply.ack)
@@ -247,5 +250,5 @@ class Uplink:
             self._window_free.notify_all()
 
     @staticmethod
-    async def _ended(call: grpc.aio.StreamStreamCall) -> _SessionEnded:
+    async def _ended(call: _Call) -> _SessionEnded:
         return _SessionEnded(await call.code(), await call.details() or "")
