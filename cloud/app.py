@@ -1,0 +1,79 @@
+"""Composition root of the cloud: wires settings, tenant stores and the gateway.
+
+``serve`` is what ``telehub cloud serve`` runs; ``enroll`` is what an operator
+runs to admit a vehicle and hand its agent a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+
+from cloud.auth import issue_token
+from cloud.config import CloudSettings
+from cloud.errors import UnknownTenant
+from cloud.server import GatewayServer, start_gateway
+from cloud.store import TenantRegistry
+
+__all__ = ["enroll", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def serve(
+    settings: CloudSettings,
+    *,
+    on_started: Callable[[GatewayServer], None] | None = None,
+) -> None:
+    """Run the gateway until SIGINT/SIGTERM or cancellation, then shut down gracefully.
+
+    Running streams get ``settings.grace_seconds`` to finish; every tenant store
+    is closed afterwards. ``on_started`` receives the running server (its port).
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for signum in _STOP_SIGNALS:
+        # Only the main thread of a POSIX process can own signals; elsewhere the
+        # caller stops serve() by cancelling it.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+    registry = TenantRegistry(settings)
+    try:
+        server = await start_gateway(settings, registry)
+        try:
+            logger.info(
+                "gateway listening on %s for tenants %s",
+                server.target,
+                ", ".join(registry.tenants) or "(none)",
+            )
+            if on_started is not None:
+                on_started(server)
+            await stop.wait()
+            logger.info("stopping the gateway")
+        finally:
+            # Also on cancellation: the grace period still applies.
+            await server.stop(settings.grace_seconds)
+    finally:
+        registry.close()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def enroll(
+    settings: CloudSettings, tenant: str, vehicle_id: str, *, ttl: timedelta | None = None
+) -> str:
+    """Enroll ``vehicle_id`` in ``tenant``'s store (idempotent) and return a token for it."""
+    tenant_settings = settings.tenants.get(tenant)
+    if tenant_settings is None:
+        raise UnknownTenant(f"tenant {tenant!r} is not configured")
+    with TenantRegistry(settings) as registry:
+        registry.store(tenant).enroll_vehicle(vehicle_id)
+    return issue_token(tenant, vehicle_id, tenant_settings.token_secret, ttl=ttl)

@@ -1,0 +1,89 @@
+"""Configuration of the cloud deployable: one pydantic-settings class.
+
+Built once by the entrypoint (``CloudSettings()`` reads ``TELEHUB_*`` variables)
+and passed down; nothing here runs at import time. Nested values use ``__``,
+e.g. ``TELEHUB_TENANTS__ACME__TOKEN_SECRET=...`` or
+``TELEHUB_TENANTS__ACME__DATABASE_URL=postgresql+psycopg://...``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MIN_SECRET_BYTES", "CloudSettings", "TenantSettings"]
+
+_TENANT_NAME = re.compile(r"[a-z0-9_-]{1,63}")
+_LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(?P<port>\d{1,5})")
+
+#: HS256 keys shorter than the hash output weaken the signature (and PyJWT warns).
+MIN_SECRET_BYTES = 32
+
+
+class TenantSettings(BaseModel):
+    """One automaker: where its data lives and the key that signs its vehicles' tokens."""
+
+    #: ``None`` keeps the tenant in a SQLite file under ``CloudSettings.data_dir``.
+    database_url: str | None = None
+    token_secret: SecretStr
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # The message never repeats the secret: settings errors end up in logs.
+        if len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"token_secret must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+
+class CloudSettings(BaseSettings):
+    """Settings of the cloud gateway process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TELEHUB_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    #: ``host:port``; port 0 lets the OS pick a free port.
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path("telehub-data")
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    max_batch_samples: int = Field(default=50_000, ge=1, le=2**32 - 1)
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Seconds running streams get to finish on shutdown before they are cancelled.
+    grace_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        match = _LISTEN.fullmatch(value)
+        if match is None or int(match["port"]) > 65535:
+            raise ValueError(f"listen must be host:port with a port 0-65535, got {value!r}")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _valid_tenant_names(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+        # Tenant names become file names and token key ids: keep them boring.
+        for name in value:
+            if _TENANT_NAME.fullmatch(name) is None:
+                raise ValueError(
+                    f"tenant name {name!r} must be 1-63 characters of lowercase a-z, 0-9, _ or -"
+                )
+        return value
+
+    def database_url(self, tenant: str) -> str:
+        """The SQLAlchemy URL of ``tenant``'s own store.
+
+        Raises ``KeyError`` for a tenant that is not configured.
+        """
+        configured = self.tenants[tenant].database_url
+        if configured is not None:
+            return configured
+        return f"sqlite:///{self.data_dir / f'{tenant}.db'}"
+
+    def token_secrets(self) -> dict[str, SecretStr]:
+        """Every tenant's token signing key, by tenant name."""
+        return {name: tenant.token_secret for name, tenant in self.tenants.items()}

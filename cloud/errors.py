@@ -1,0 +1,91 @@
+"""Exceptions raised by the cloud package, grouped by what the caller can do.
+
+::
+
+    CloudError
+    ├── AuthError            bad, missing, expired or foreign credential
+    ├── NotPermitted         authenticated, but acting as another vehicle
+    ├── UnknownTenant        a tenant that is not configured
+    ├── UnknownVehicle       a vehicle not enrolled in its tenant's store
+    ├── ProtocolError        messages out of order (a batch before the hello, ...)
+    ├── MalformedMessage     bytes on the stream that are not a VehicleMessage
+    ├── InvalidHello         a hello whose catalog cannot be used
+    ├── InvalidBatch         a batch that fails validation (carries its sequence)
+    │   └── BatchTooLarge    more samples than the gateway accepts
+    ├── StoreError           the tenant's database failed; nothing was committed
+    └── ListenError          the gateway cannot bind its address
+
+Foreign exceptions are translated where they enter: ``SQLAlchemyError`` in the
+store, PyJWT errors in ``cloud.auth``. The gateway maps this tree to gRPC status
+codes in one helper.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BatchTooLarge",
+    "CloudError",
+    "InvalidBatch",
+    "InvalidHello",
+    "ListenError",
+    "MalformedMessage",
+    "NotPermitted",
+    "ProtocolError",
+    "StoreError",
+    "UnknownTenant",
+    "UnknownVehicle",
+]
+
+
+class CloudError(Exception):
+    """Root of every error the cloud package raises on purpose."""
+
+
+class AuthError(CloudError):
+    """The credential is missing, malformed, forged, expired or of an unknown tenant."""
+
+
+class NotPermitted(CloudError):
+    """The credential is valid but does not allow what was asked."""
+
+
+class UnknownTenant(CloudError):
+    """The tenant is not configured in this deployment."""
+
+
+class UnknownVehicle(CloudError):
+    """The vehicle is not enrolled in its tenant's store."""
+
+
+class ProtocolError(CloudError):
+    """The peer sent messages in an order the protocol does not allow."""
+
+
+class MalformedMessage(CloudError):
+    """A message on the stream could not be parsed as the contract's type."""
+
+
+class InvalidHello(CloudError):
+    """The hello cannot be accepted, e.g. its signal catalog repeats an index."""
+
+
+class InvalidBatch(CloudError):
+    """A telemetry batch failed validation; nothing of it was stored."""
+
+    def __init__(self, reason: str, *, sequence: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sequence = sequence
+
+
+class BatchTooLarge(InvalidBatch):
+    """A batch holds more samples than the gateway accepts."""
+
+
+class StoreError(CloudError):
+    """The tenant's database failed; the operation was rolled back and may be retried."""
+
+
+class ListenError(CloudError):
+    """The gateway cannot listen on the configured address."""

@@ -1,0 +1,400 @@
+"""``TenantStore``: one tenant's telemetry database behind a small synchronous API.
+
+Every method opens its own connection and transaction ("commit as you go"),
+so the store is safe to call from many threads at once; the gateway calls it
+through ``asyncio.to_thread`` so the event loop never waits on the database.
+Rows are written with Core statements (no ORM objects per sample), and every
+``SQLAlchemyError`` leaves as ``StoreError`` after the transaction rolled back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from cloud.domain import (
+    CatalogMap,
+    IngestResult,
+    LatestValue,
+    SampleColumns,
+    SignalDef,
+    SignalStats,
+    newest_per_signal,
+)
+from cloud.errors import StoreError, UnknownVehicle
+from cloud.store.dialect import (
+    create_tenant_engine,
+    insert_ignoring_conflicts,
+    upsert_keeping_newest,
+)
+from cloud.store.models import (
+    Base,
+    Batch,
+    LatestState,
+    Sample,
+    Signal,
+    Vehicle,
+    create_schema,
+    to_signed64,
+)
+
+__all__ = ["TenantStore"]
+
+# Typed as Table (``Model.__table__`` is only a FromClause to type checkers).
+_SAMPLES = Base.metadata.tables[Sample.__tablename__]
+_BATCHES = Base.metadata.tables[Batch.__tablename__]
+_LATEST = Base.metadata.tables[LatestState.__tablename__]
+_SIGNALS = Base.metadata.tables[Signal.__tablename__]
+_VEHICLES = Base.metadata.tables[Vehicle.__tablename__]
+
+
+class TenantStore:
+    """Vehicles, signal definitions, samples and latest state of one tenant."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._closed = False
+        # The same two statements serve every batch: build them once per store.
+        # RETURNING tells a new ledger row from a skipped one on every driver
+        # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
+        self._ledger_insert = insert_ignoring_conflicts(engine, _BATCHES).returning(
+            _BATCHES.c.sequence
+        )
+        self._latest_upsert = upsert_keeping_newest(
+            engine,
+            _LATEST,
+            key=[_LATEST.c.vehicle_id, _LATEST.c.signal_id],
+            order=_LATEST.c.ts_us,
+            update=[_LATEST.c.value, _LATEST.c.updated_at],
+        )
+
+    @classmethod
+    def open(cls, url: str) -> TenantStore:
+        """Connect to the database at ``url`` and create any missing table."""
+        engine = create_tenant_engine(url)
+        try:
+            create_schema(engine)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open tenant store: {_describe(exc)}") from exc
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying engine (for tests and maintenance jobs)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release every pooled connection; calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    # ------------------------------------------------------------------ vehicles
+
+    def enroll_vehicle(self, vehicle_id: str) -> None:
+        """Make ``vehicle_id`` known to the tenant; enrolling twice is harmless."""
+        if not vehicle_id:
+            raise ValueError("vehicle_id must not be empty")
+        with self._connection("enroll vehicle") as conn:
+            conn.execute(
+                insert_ignoring_conflicts(self._engine, _VEHICLES),
+                {"vehicle_id": vehicle_id, "enrolled_at": _now(), "last_sequence": 0},
+            )
+            conn.commit()
+
+    def is_enrolled(self, vehicle_id: str) -> bool:
+        """Whether ``vehicle_id`` was enrolled."""
+        with self._connection("look up vehicle") as conn:
+            return _vehicle_pk(conn, vehicle_id) is not None
+
+    def register_catalog(
+        self,
+        vehicle_id: str,
+        agent_version: str,
+        catalog_id: int,
+        signals: Sequence[SignalDef],
+    ) -> CatalogMap:
+        """Record what the vehicle's agent decodes and map its catalog indices to signal ids.
+
+        Signal definitions are tenant-wide and keyed by (bus, message, name):
+        missing ones are inserted, existing ones are reused as they are.
+        """
+        signed_catalog = to_signed64(catalog_id)
+        now = _now()
+        with self._connection("register catalog") as conn:
+            vehicle_pk = _require_vehicle(conn, vehicle_id)
+            if signals:
+                # In key order, so two agents registering overlapping catalogs at
+                # once take the unique-index locks in one order (no deadlock).
+                rows = sorted(
+                    (_signal_row(signal) for signal in signals),
+                    key=lambda row: (row["bus"], row["message"], row["name"]),
+                )
+                conn.execute(insert_ignoring_conflicts(self._engine, _SIGNALS), rows)
+            buses = sorted({signal.bus for signal in signals})
+            known = {
+                (bus, message, name): signal_id
+                for signal_id, bus, message, name in conn.execute(
+                    select(Signal.id, Signal.bus, Signal.message, Signal.name).where(
+                        Signal.bus.in_(buses)
+                    )
+                )
+            }
+            conn.execute(
+                update(Vehicle)
+                .where(Vehicle.id == vehicle_pk)
+                .values(agent_version=agent_version, catalog_id=signed_catalog, last_seen_at=now)
+            )
+            conn.commit()
+        return CatalogMap(
+            {signal.index: known[(signal.bus, signal.message, signal.name)] for signal in signals}
+        )
+
+    def last_sequence(self, vehicle_id: str) -> int:
+        """Highest batch sequence stored for the vehicle, 0 when none is."""
+        with self._connection("read last sequence") as conn:
+            highest = conn.execute(
+                select(func.max(Batch.sequence))
+                .join(Vehicle, Vehicle.id == Batch.vehicle_id)
+                .where(Vehicle.vehicle_id == vehicle_id)
+            ).scalar_one()
+        return int(highest) if highest is not None else 0
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, vehicle_id: str, sequence: int, samples: SampleColumns) -> IngestResult:
+        """Store one batch exactly once, in one transaction.
+
+        The ledger row (vehicle, sequence) is inserted first with ON CONFLICT DO
+        NOTHING: if it already exists the batch was stored before and nothing is
+        written. The primary key decides, so two streams racing with the same
+        batch store it once (the loser waits for the winner's commit, then sees
+        the conflict). Returns only after the commit.
+        """
+        now = _now()
+        count = len(samples)
+        with self._connection("ingest batch") as conn:
+            vehicle_pk = _require_vehicle(conn, vehicle_id)
+            ledger = conn.execute(
+                self._ledger_insert,
+                {
+                    "vehicle_id": vehicle_pk,
+                    "sequence": sequence,
+                    "samples": count,
+                    "received_at": now,
+                },
+            )
+            if ledger.first() is None:
+                conn.rollback()
+                return IngestResult(stored=0, duplicate=True)
+            if count:
+                conn.execute(
+                    _SAMPLES.insert(),
+                    [
+                        {"vehicle_id": vehicle_pk, "signal_id": sid, "ts_us": ts, "value": value}
+                        for sid, ts, value in zip(
+                            samples.signal_ids, samples.ts_us, samples.values, strict=True
+                        )
+                    ],
+                )
+                conn.execute(
+                    self._latest_upsert,
+                    [
+                        {
+                            "vehicle_id": vehicle_pk,
+                            "signal_id": sid,
+                            "ts_us": ts,
+                            "value": value,
+                            "updated_at": now,
+                        }
+                        for sid, (ts, value) in newest_per_signal(samples)
+                    ],
+                )
+            conn.execute(
+                update(Vehicle)
+                .where(Vehicle.id == vehicle_pk)
+                .values(
+                    last_seen_at=now,
+                    # Batches may commit out of order (two streams): only ever move forward.
+                    last_sequence=case(
+                        (Vehicle.last_sequence < sequence, sequence),
+                        else_=Vehicle.last_sequence,
+                    ),
+                )
+            )
+            conn.commit()
+        return IngestResult(stored=count, duplicate=False)
+
+    # ------------------------------------------------------------------ read side
+
+    def count_samples(self, vehicle_id: str | None = None) -> int:
+        """Number of stored samples, of one vehicle or of the whole tenant."""
+        query = select(func.count()).select_from(Sample)
+        if vehicle_id is not None:
+            query = query.join(Vehicle, Vehicle.id == Sample.vehicle_id).where(
+                Vehicle.vehicle_id == vehicle_id
+            )
+        with self._connection("count samples") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def batch_count(self, vehicle_id: str) -> int:
+        """Number of distinct batches stored for the vehicle."""
+        query = (
+            select(func.count())
+            .select_from(Batch)
+            .join(Vehicle, Vehicle.id == Batch.vehicle_id)
+            .where(Vehicle.vehicle_id == vehicle_id)
+        )
+        with self._connection("count batches") as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def latest(self, vehicle_id: str) -> list[LatestValue]:
+        """The newest value of every signal the vehicle has sent, by bus, message, signal."""
+        query = (
+            select(
+                Signal.bus,
+                Signal.message,
+                Signal.name,
+                Signal.unit,
+                Signal.choices,
+                LatestState.ts_us,
+                LatestState.value,
+            )
+            .join(LatestState, LatestState.signal_id == Signal.id)
+            .join(Vehicle, Vehicle.id == LatestState.vehicle_id)
+            .where(Vehicle.vehicle_id == vehicle_id)
+            .order_by(Signal.bus, Signal.message, Signal.name)
+        )
+        with self._connection("read latest state") as conn:
+            rows = conn.execute(query).all()
+        return [
+            LatestValue(
+                bus=bus,
+                message=message,
+                signal=name,
+                unit=unit,
+                ts_us=ts_us,
+                value=value,
+                label=_label(choices, value),
+            )
+            for bus, message, name, unit, choices, ts_us, value in rows
+        ]
+
+    def samples(
+        self, vehicle_id: str, bus: str, message: str, signal: str
+    ) -> list[tuple[int, float]]:
+        """Every stored (ts_us, value) of one signal of one vehicle, oldest first."""
+        query = (
+            select(Sample.ts_us, Sample.value)
+            .join(Vehicle, Vehicle.id == Sample.vehicle_id)
+            .join(Signal, Signal.id == Sample.signal_id)
+            .where(
+                Vehicle.vehicle_id == vehicle_id,
+                Signal.bus == bus,
+                Signal.message == message,
+                Signal.name == signal,
+            )
+            .order_by(Sample.ts_us, Sample.id)
+        )
+        with self._connection("read samples") as conn:
+            return [(int(ts), float(value)) for ts, value in conn.execute(query)]
+
+    def signal_stats(
+        self, vehicle_id: str, message: str, signal: str, *, bus: str | None = None
+    ) -> SignalStats:
+        """Count, mean, minimum and maximum of one signal's samples, computed in SQL."""
+        query = (
+            select(
+                func.count(Sample.value),
+                func.avg(Sample.value),
+                func.min(Sample.value),
+                func.max(Sample.value),
+            )
+            .join(Vehicle, Vehicle.id == Sample.vehicle_id)
+            .join(Signal, Signal.id == Sample.signal_id)
+            .where(
+                Vehicle.vehicle_id == vehicle_id,
+                Signal.message == message,
+                Signal.name == signal,
+            )
+        )
+        if bus is not None:
+            query = query.where(Signal.bus == bus)
+        with self._connection("compute signal statistics") as conn:
+            count, mean, low, high = conn.execute(query).one()
+        return SignalStats(
+            count=int(count),
+            mean=_float_or_none(mean),
+            minimum=_float_or_none(low),
+            maximum=_float_or_none(high),
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _connection(self, action: str) -> Iterator[Connection]:
+        if self._closed:
+            raise StoreError(f"cannot {action}: the tenant store is closed")
+        try:
+            # Leaving the block without commit() rolls the transaction back.
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot {action}: {_describe(exc)}") from exc
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _vehicle_pk(conn: Connection, vehicle_id: str) -> int | None:
+    return conn.execute(
+        select(Vehicle.id).where(Vehicle.vehicle_id == vehicle_id)
+    ).scalar_one_or_none()
+
+
+def _require_vehicle(conn: Connection, vehicle_id: str) -> int:
+    vehicle_pk = _vehicle_pk(conn, vehicle_id)
+    if vehicle_pk is None:
+        raise UnknownVehicle(f"vehicle {vehicle_id!r} is not enrolled")
+    return vehicle_pk
+
+
+def _signal_row(signal: SignalDef) -> dict[str, Any]:
+    return {
+        "bus": signal.bus,
+        "message": signal.message,
+        "name": signal.name,
+        "frame_id": signal.frame_id,
+        "is_extended": signal.is_extended,
+        "unit": signal.unit,
+        "minimum": signal.minimum,
+        "maximum": signal.maximum,
+        "choices": {str(raw): label for raw, label in signal.choices.items()},
+        "is_float": signal.is_float,
+        "pgn": signal.pgn,
+    }
+
+
+def _label(choices: dict[str, str] | None, value: float) -> str | None:
+    if not choices or not value.is_integer():
+        return None
+    return choices.get(str(int(value)))
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    # The driver's own message, without SQLAlchemy's statement and parameter dump
+    # (which can be megabytes for a batch).
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
