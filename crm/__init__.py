@@ -1,1 +1,1 @@
-"""telehub CRM for dealers (after-sales). The API arrives in a later release; the package holds its place."""
+"""telehub CRM for dealers (after-sales): the API comes in a later release."""

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from cloud.config import CloudSettings, TenantSettings
+from cloud.server import GatewayServer, start_gateway
+from cloud.store import TenantRegistry
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +47,36 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# ---------------------------------------------------------------- a cloud on loopback
+# The end-to-end tests (tests/test_*.py, tests/vehicle_agent/test_uplink.py) run the
+# real gateway on 127.0.0.1:0 with one SQLite tenant store in tmp_path.
+
+E2E_TENANT = "acme"
+E2E_SECRET = SecretStr("e2e-secret-" + "s" * 32)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> CloudSettings:
+    return CloudSettings(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path,
+        tenants={E2E_TENANT: TenantSettings(token_secret=E2E_SECRET)},
+    )
+
+
+@pytest.fixture
+def registry(settings: CloudSettings) -> Iterator[TenantRegistry]:
+    with TenantRegistry(settings) as reg:
+        yield reg
+
+
+@pytest.fixture
+async def gateway(
+    settings: CloudSettings, registry: TenantRegistry
+) -> AsyncIterator[GatewayServer]:
+    server = await start_gateway(settings, registry)
+    yield server
+    await server.stop(0)
+    assert server.stopped

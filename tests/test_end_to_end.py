@@ -9,55 +9,29 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import can
 import cantools
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import select
 
 from cloud.auth import issue_token
-from cloud.config import CloudSettings, TenantSettings
-from cloud.server import GatewayServer, start_gateway
+from cloud.server import GatewayServer
 from cloud.store import TenantRegistry
 from cloud.store.models import Sample, Signal, Vehicle
+from tests.conftest import E2E_SECRET, E2E_TENANT
 from tools.demo import Recording, demo_data, recordings
 from vehicle_agent.app import Agent
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.sources import LogSource
 
-TENANT = "acme"
-SECRET = SecretStr("s" * 40)
+TENANT = E2E_TENANT
+SECRET = E2E_SECRET
 J1939_MASK = 0x03FFFF00
 
 Row = tuple[str, str, int, float]  # message, signal, ts_us, value
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> CloudSettings:
-    return CloudSettings(
-        listen="127.0.0.1:0",
-        data_dir=tmp_path,
-        tenants={TENANT: TenantSettings(token_secret=SECRET)},
-    )
-
-
-@pytest.fixture
-def registry(settings: CloudSettings) -> Iterator[TenantRegistry]:
-    reg = TenantRegistry(settings)
-    yield reg
-    reg.close()
-
-
-@pytest.fixture
-async def gateway(
-    settings: CloudSettings, registry: TenantRegistry
-) -> AsyncIterator[GatewayServer]:
-    server = await start_gateway(settings, registry)
-    yield server
-    await server.stop(0)
 
 
 def recording(vehicle_id: str) -> Recording:
@@ -70,9 +44,12 @@ def independent_rows(rec: Recording) -> list[Row]:
     for spec in rec.dbcs:
         j1939 = "J1939" in spec.path.name
         db = cantools.database.load_file(spec.path, frame_id_mask=J1939_MASK if j1939 else None)
+        assert isinstance(db, cantools.database.can.Database)
         dbs.append((spec.channel, db))
     rows: list[Row] = []
-    for msg in can.LogReader(rec.log):
+    with can.LogReader(rec.log) as reader:
+        frames = list(reader)
+    for msg in frames:
         if msg.is_error_frame or msg.is_remote_frame:
             continue
         for channel, db in dbs:
@@ -85,19 +62,20 @@ def independent_rows(rec: Recording) -> list[Row]:
             if message.is_extended_frame != msg.is_extended_id:
                 continue
             try:
-                decoded = message.decode(msg.data, decode_choices=False)
+                decoded = message.decode(bytes(msg.data), decode_choices=False)
             except cantools.database.DecodeError:
                 break
             ts = round(msg.timestamp * 1_000_000)
-            rows.extend((message.name, name, ts, float(v)) for name, v in decoded.items())
+            assert isinstance(decoded, dict)
+            rows.extend((message.name, k, ts, float(cast(float, v))) for k, v in decoded.items())
             break
     return rows
 
 
 def stored_rows(registry: TenantRegistry, vehicle_id: str) -> list[Row]:
     store = registry.store(TENANT)
-    with store.session() as session:
-        result = session.execute(
+    with store.engine.connect() as conn:
+        result = conn.execute(
             select(Signal.message, Signal.name, Sample.ts_us, Sample.value)
             .join(Signal, Sample.signal_id == Signal.id)
             .join(Vehicle, Sample.vehicle_id == Vehicle.id)

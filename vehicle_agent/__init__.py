@@ -1,3 +1,3 @@
-"""telehub vehicle agent: reads CAN buses or logs, decodes with DBC files and streams to the cloud."""
+"""telehub vehicle agent: reads CAN buses or logs, decodes them with DBC files and streams them."""
 
 __version__ = "0.1.0"

@@ -80,6 +80,13 @@ class UplinkStats:
     ack_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status_code(number: int) -> grpc.StatusCode:
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
 class _SessionEnded(Exception):
     """The stream ended; carries the status the gateway gave, if any."""
 
@@ -182,8 +189,11 @@ class Uplink:
         reply = await call.read()
         if not isinstance(reply, pb.CloudMessage):  # grpc.aio.EOF: the stream ended
             raise await self._ended(call)
-        if reply.WhichOneof("body") != "welcome":
-            raise _SessionEnded(grpc.StatusCode.INTERNAL, "gateway did not answer Hello")
+        kind = reply.WhichOneof("body")
+        if kind == "error":
+            raise _SessionEnded(_status_code(reply.error.code), reply.error.reason)
+        if kind != "welcome":
+            raise _SessionEnded(grpc.StatusCode.INTERNAL, f"gateway answered Hello with {kind}")
         stored = reply.welcome.last_stored_sequence
         self._next_sequence = max(self._next_sequence, stored + 1)
         self._last_acked = max(self._last_acked, stored)
@@ -211,7 +221,7 @@ class Uplink:
             self.stats.samples_sent += len(batch)
 
     async def _receive_loop(self, call: _Call) -> None:
-        rejected = 0
+        error: pb.Error | None = None
         while True:
             try:
                 reply = await call.read()
@@ -225,17 +235,21 @@ class Uplink:
             if kind == "ack":
                 await self._on_ack(reply.ack)
             elif kind == "error":
-                rejected = reply.error.sequence
+                error = reply.error
             else:
                 log.debug("ignoring cloud message %s", kind)
-        if rejected and ended.code in BATCH_REJECTED_CODES:
-            batch = await self.buffer.reject(rejected)
-            log.error(
-                "gateway rejected batch %d (%d samples) for good: %s",
-                rejected,
-                len(batch) if batch else 0,
-                ended.details,
-            )
+        if error is not None:
+            # The gateway says why before it ends the call; trust its words over the
+            # final status, which grpc.aio turns into INTERNAL when we were still writing.
+            ended = _SessionEnded(_status_code(error.code), error.reason)
+            if error.sequence and ended.code in BATCH_REJECTED_CODES:
+                batch = await self.buffer.reject(error.sequence)
+                log.error(
+                    "gateway rejected batch %d (%d samples) for good: %s",
+                    error.sequence,
+                    len(batch) if batch else 0,
+                    error.reason,
+                )
         raise ended
 
     async def _on_ack(self, ack: pb.Ack) -> None:
