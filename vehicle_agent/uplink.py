@@ -109,7 +109,7 @@ class Uplink:
         *,
         agent_version: str,
         backoff: Backoff | None = None,
-        window: int = 32,
+        window: int = 8,
         compression: bool = True,
     ) -> None:
         self.target = target
