@@ -87,7 +87,39 @@ def to_frame(msg: can.Message) -> Frame:
     )
 
 
-class LogSource:
+class _Closing:
+    """Idempotent ``close()`` and context-manager support shared by the sources."""
+
+    _closed: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the file or interface; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LogSource(_Closing):
     """Frames from a log file in any format python-can reads.
 
     The format comes from the suffix (``.asc``, ``.blf``, ``.csv``, ``.db``,
@@ -124,28 +156,8 @@ class LogSource:
                 ) from exc
             yield to_frame(msg)
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def close(self) -> None:
-        """Release the file; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._reader.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _open_reader(path: Path) -> MessageReader:
@@ -229,7 +241,7 @@ def _paced(messages: Iterable[can.Message], speed: float) -> Iterator[can.Messag
         yield msg
 
 
-class BusSource:
+class BusSource(_Closing):
     """Frames from a live CAN interface opened with ``can.Bus``.
 
     ``recv`` waits for one frame; iterating yields frames until :meth:`close`
@@ -290,25 +302,5 @@ class BusSource:
             if frame is not None:
                 yield frame
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def close(self) -> None:
-        """Shut the interface down; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._bus.shutdown()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
