@@ -143,7 +143,7 @@ def test_decode_matches_cantools(path: Path) -> None:
         with pytest.raises(DbcError, match=path.name) as info:
             Decoder([DbcSpec(path)])
         assert info.value.path == path
-        pytest.skip(f"cantools rejects {path.name}: {rejection}")
+        return  # cantools itself rejects the file: the clear error is what we owe
 
     decoder = Decoder([DbcSpec(path)])
     bound = decoder.bound[0]
