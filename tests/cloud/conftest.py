@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
-from cloud.server import GatewayServer, start_gateway
+from cloud.server import GatewayServer
 from cloud.store import TenantRegistry, TenantStore
 from cloud.store.models import Base
 from telehub.v1 import telemetry_pb2_grpc
@@ -50,16 +50,6 @@ def registry(settings: CloudSettings) -> Iterator[TenantRegistry]:
     registry.store("acme").enroll_vehicle(VEHICLE)
     yield registry
     registry.close()
-
-
-@pytest.fixture
-async def gateway(
-    settings: CloudSettings, registry: TenantRegistry
-) -> AsyncIterator[GatewayServer]:
-    server = await start_gateway(settings, registry)
-    yield server
-    await server.stop(0)
-    assert server.stopped
 
 
 @pytest.fixture
