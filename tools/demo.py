@@ -30,7 +30,7 @@ from rich.table import Table
 from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import start_gateway
-from cloud.store import TenantRegistry
+from cloud.store import TenantRegistry, TenantStore
 from vehicle_agent.app import Agent, AgentReport
 from vehicle_agent.catalog import DbcSpec
 from vehicle_agent.decoding import Decoder
@@ -165,7 +165,7 @@ async def _replay(rec: Recording, token: str, target: str, console: Console) -> 
         return await agent.run(drain_timeout=120)
 
 
-def _vehicle_summary(rec: Recording, report: AgentReport, store: Any) -> dict[str, Any]:
+def _vehicle_summary(rec: Recording, report: AgentReport, store: TenantStore) -> dict[str, Any]:
     latest = {v.signal: v for v in store.latest(rec.vehicle_id)}
     return {
         "vehicle_id": rec.vehicle_id,

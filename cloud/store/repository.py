@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.domain import (
@@ -294,12 +294,7 @@ class TenantStore:
             select(Sample.ts_us, Sample.value)
             .join(Vehicle, Vehicle.id == Sample.vehicle_id)
             .join(Signal, Signal.id == Sample.signal_id)
-            .where(
-                Vehicle.vehicle_id == vehicle_id,
-                Signal.bus == bus,
-                Signal.message == message,
-                Signal.name == signal,
-            )
+            .where(*_one_signal(vehicle_id, message, signal, bus))
             .order_by(Sample.ts_us, Sample.id)
         )
         with self._connection("read samples") as conn:
@@ -318,14 +313,8 @@ class TenantStore:
             )
             .join(Vehicle, Vehicle.id == Sample.vehicle_id)
             .join(Signal, Signal.id == Sample.signal_id)
-            .where(
-                Vehicle.vehicle_id == vehicle_id,
-                Signal.message == message,
-                Signal.name == signal,
-            )
+            .where(*_one_signal(vehicle_id, message, signal, bus))
         )
-        if bus is not None:
-            query = query.where(Signal.bus == bus)
         with self._connection("compute signal statistics") as conn:
             count, mean, low, high = conn.execute(query).one()
         return SignalStats(
@@ -398,3 +387,17 @@ def _describe(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None)
     text = str(original if original is not None else exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
+def _one_signal(
+    vehicle_id: str, message: str, signal: str, bus: str | None
+) -> list[ColumnElement[bool]]:
+    """Filter for the samples of one signal of one vehicle (any bus when *bus* is None)."""
+    clauses = [
+        Vehicle.vehicle_id == vehicle_id,
+        Signal.message == message,
+        Signal.name == signal,
+    ]
+    if bus is not None:
+        clauses.append(Signal.bus == bus)
+    return clauses

@@ -25,7 +25,10 @@ LOG_DIR = ROOT / "tests" / "data" / "python-can-logs"
 LOGS = sorted(p for p in LOG_DIR.iterdir() if not p.name.startswith("LICENSE"))
 
 
-def _expected(msg: can.Message) -> Frame:
+def _expected(msg: can.Message, channel: str | None = None) -> Frame:
+    """The frame a source must yield for *msg*; *channel* when the bus sets its own."""
+    if channel is None and msg.channel is not None:
+        channel = str(msg.channel)
     return Frame(
         timestamp=msg.timestamp,
         arbitration_id=msg.arbitration_id,
@@ -34,7 +37,7 @@ def _expected(msg: can.Message) -> Frame:
         is_fd=msg.is_fd,
         is_remote=msg.is_remote_frame,
         is_error=msg.is_error_frame,
-        channel=None if msg.channel is None else str(msg.channel),
+        channel=channel,
     )
 
 
@@ -230,19 +233,6 @@ SENT = [
 ]
 
 
-def _frame_for(msg: can.Message, channel: str) -> Frame:
-    return Frame(
-        timestamp=msg.timestamp,
-        arbitration_id=msg.arbitration_id,
-        data=bytes(msg.data),
-        is_extended=msg.is_extended_id,
-        is_fd=msg.is_fd,
-        is_remote=msg.is_remote_frame,
-        is_error=msg.is_error_frame,
-        channel=channel,
-    )
-
-
 def test_bus_source_receives_equal_frames(
     channel: str, sender: can.BusABC, open_source: Callable[..., BusSource]
 ) -> None:
@@ -250,7 +240,7 @@ def test_bus_source_receives_equal_frames(
         for msg in SENT:
             sender.send(msg)
         received = [source.recv(timeout=1.0) for _ in SENT]
-        assert received == [_frame_for(msg, channel) for msg in SENT]
+        assert received == [_expected(msg, channel) for msg in SENT]
         assert source.recv(timeout=0.01) is None
     assert source.closed
 
@@ -267,7 +257,7 @@ def test_bus_source_iterates_until_closed(
         frames = list(source)  # ends when the timer closes the source
     finally:
         closer.join()
-    assert frames == [_frame_for(msg, channel) for msg in SENT[:2]]
+    assert frames == [_expected(msg, channel) for msg in SENT[:2]]
 
 
 def test_bus_source_close_twice_and_recv_after_close(
