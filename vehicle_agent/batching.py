@@ -14,13 +14,39 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class EvictedCount:
+    """Samples of one signal the outbox evicted because it was full."""
+
+    signal_index: int
+    samples: int
+    first_time_us: int
+    last_time_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMark:
+    """A condition-triggered capture that fired (reported with the batch)."""
+
+    name: str
+    time_us: int
+    plan_version: int
+
+
 @dataclass(slots=True)
 class Batch:
     """Samples of one vehicle in columns.
 
     ``timestamp_us`` are microseconds since the Unix epoch, rounded from the CAN
-    frames' own timestamps. ``sequence`` is 0 until the uplink numbers the batch
-    for its first send; from then on it never changes, so a resend is recognised.
+    frames' own timestamps. ``sequence`` is 0 until the pending queue (the
+    outbox) numbers the batch as it accepts it; from then on it never changes,
+    so a resend is recognised by the cloud.
+
+    ``priority`` decides what an outbox evicts first when full (lowest first,
+    then oldest). ``position`` is the source position (frames consumed from a
+    log) up to which every frame's samples are in this batch or an earlier one;
+    a restarted agent resumes a log there. -1: not from a resumable source.
+    ``evicted`` and ``triggers`` ride along to the cloud with the batch.
     """
 
     catalog_id: int
@@ -28,6 +54,10 @@ class Batch:
     timestamp_us: array[int] = field(default_factory=lambda: array("q"))
     value: array[float] = field(default_factory=lambda: array("d"))
     sequence: int = 0
+    priority: int = 0
+    position: int = -1
+    evicted: list[EvictedCount] = field(default_factory=list)
+    triggers: list[TriggerMark] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.signal_index)

@@ -5,18 +5,20 @@ telehub wire contract, version 1.
 
 One bidirectional stream per vehicle: the agent opens `TelemetryGateway.Connect`
 with its credential in the `authorization` metadata ("Bearer <token>"), sends a
-Hello first, then telemetry batches; the cloud answers with a Welcome, then an
-Ack for every batch once it is committed to the tenant's store.
+Hello first, then telemetry batches, fault-code reports, plan status and
+health; the cloud answers with a Welcome, then an Ack for every batch once it
+is committed to the tenant's store, and pushes the vehicle's collection plan
+and the owner's consent on connect and whenever they change.
 
 Compatibility rules: fields and oneof arms are only ever added, never
-renumbered or reused. Numbers marked "planned" are kept free for the named
-messages so every version of the contract agrees on them.
+renumbered or reused. A receiver skips a oneof arm it does not know.
 """
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,6 +30,137 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _FaultProtocol:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FaultProtocolEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaultProtocol.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAULT_PROTOCOL_UNSPECIFIED: _FaultProtocol.ValueType  # 0
+    FAULT_PROTOCOL_J1939_DM1: _FaultProtocol.ValueType  # 1
+    FAULT_PROTOCOL_UDS: _FaultProtocol.ValueType  # 2
+
+class FaultProtocol(_FaultProtocol, metaclass=_FaultProtocolEnumTypeWrapper): ...
+
+FAULT_PROTOCOL_UNSPECIFIED: FaultProtocol.ValueType  # 0
+FAULT_PROTOCOL_J1939_DM1: FaultProtocol.ValueType  # 1
+FAULT_PROTOCOL_UDS: FaultProtocol.ValueType  # 2
+Global___FaultProtocol: _TypeAlias = FaultProtocol  # noqa: Y015
+
+class _FaultState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FaultStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaultState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAULT_STATE_UNSPECIFIED: _FaultState.ValueType  # 0
+    FAULT_STATE_SET: _FaultState.ValueType  # 1
+    """became active"""
+    FAULT_STATE_CLEARED: _FaultState.ValueType  # 2
+    """no longer reported active"""
+
+class FaultState(_FaultState, metaclass=_FaultStateEnumTypeWrapper): ...
+
+FAULT_STATE_UNSPECIFIED: FaultState.ValueType  # 0
+FAULT_STATE_SET: FaultState.ValueType  # 1
+"""became active"""
+FAULT_STATE_CLEARED: FaultState.ValueType  # 2
+"""no longer reported active"""
+Global___FaultState: _TypeAlias = FaultState  # noqa: Y015
+
+class _PlanState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlanStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLAN_STATE_UNSPECIFIED: _PlanState.ValueType  # 0
+    PLAN_STATE_ACTIVE: _PlanState.ValueType  # 1
+    """plan_version runs"""
+    PLAN_STATE_REJECTED: _PlanState.ValueType  # 2
+    """rejected_version was refused; plan_version keeps running"""
+
+class PlanState(_PlanState, metaclass=_PlanStateEnumTypeWrapper): ...
+
+PLAN_STATE_UNSPECIFIED: PlanState.ValueType  # 0
+PLAN_STATE_ACTIVE: PlanState.ValueType  # 1
+"""plan_version runs"""
+PLAN_STATE_REJECTED: PlanState.ValueType  # 2
+"""rejected_version was refused; plan_version keeps running"""
+Global___PlanState: _TypeAlias = PlanState  # noqa: Y015
+
+class _Purpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PURPOSE_UNSPECIFIED: _Purpose.ValueType  # 0
+    PURPOSE_DIAGNOSTICS: _Purpose.ValueType  # 1
+    PURPOSE_AFTER_SALES: _Purpose.ValueType  # 2
+    PURPOSE_LOCATION: _Purpose.ValueType  # 3
+    PURPOSE_RECOMMENDATIONS: _Purpose.ValueType  # 4
+    PURPOSE_ANALYTICS: _Purpose.ValueType  # 5
+
+class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
+    """Why a signal is collected. A signal leaves the car only while the owner's
+    consent covers its purpose.
+    """
+
+PURPOSE_UNSPECIFIED: Purpose.ValueType  # 0
+PURPOSE_DIAGNOSTICS: Purpose.ValueType  # 1
+PURPOSE_AFTER_SALES: Purpose.ValueType  # 2
+PURPOSE_LOCATION: Purpose.ValueType  # 3
+PURPOSE_RECOMMENDATIONS: Purpose.ValueType  # 4
+PURPOSE_ANALYTICS: Purpose.ValueType  # 5
+Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
+
+class _SamplingMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SamplingModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SamplingMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SAMPLING_MODE_UNSPECIFIED: _SamplingMode.ValueType  # 0
+    """the same as EVERY"""
+    SAMPLING_MODE_EVERY: _SamplingMode.ValueType  # 1
+    """every decoded sample"""
+    SAMPLING_MODE_ON_CHANGE: _SamplingMode.ValueType  # 2
+    """when it moved by more than the deadband"""
+
+class SamplingMode(_SamplingMode, metaclass=_SamplingModeEnumTypeWrapper): ...
+
+SAMPLING_MODE_UNSPECIFIED: SamplingMode.ValueType  # 0
+"""the same as EVERY"""
+SAMPLING_MODE_EVERY: SamplingMode.ValueType  # 1
+"""every decoded sample"""
+SAMPLING_MODE_ON_CHANGE: SamplingMode.ValueType  # 2
+"""when it moved by more than the deadband"""
+Global___SamplingMode: _TypeAlias = SamplingMode  # noqa: Y015
+
+class _TriggerMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TriggerModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TriggerMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRIGGER_MODE_UNSPECIFIED: _TriggerMode.ValueType  # 0
+    """the same as RISING_EDGE"""
+    TRIGGER_MODE_RISING_EDGE: _TriggerMode.ValueType  # 1
+    """fire when the condition becomes true"""
+    TRIGGER_MODE_ALWAYS: _TriggerMode.ValueType  # 2
+    """fire whenever it is evaluated true"""
+
+class TriggerMode(_TriggerMode, metaclass=_TriggerModeEnumTypeWrapper): ...
+
+TRIGGER_MODE_UNSPECIFIED: TriggerMode.ValueType  # 0
+"""the same as RISING_EDGE"""
+TRIGGER_MODE_RISING_EDGE: TriggerMode.ValueType  # 1
+"""fire when the condition becomes true"""
+TRIGGER_MODE_ALWAYS: TriggerMode.ValueType  # 2
+"""fire whenever it is evaluated true"""
+Global___TriggerMode: _TypeAlias = TriggerMode  # noqa: Y015
+
 @_typing.final
 class VehicleMessage(_message.Message):
     """---------------------------------------------------------------- vehicle -> cloud"""
@@ -36,26 +169,33 @@ class VehicleMessage(_message.Message):
 
     HELLO_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    FAULT_CODES_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    PLAN_STATUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
-    def batch(self) -> Global___TelemetryBatch:
-        """planned: FaultCodeReport fault_codes = 3;
-        planned: AgentHealth health = 4;
-        planned: PlanStatus plan_status = 5;
-        """
-
+    def batch(self) -> Global___TelemetryBatch: ...
+    @_builtins.property
+    def fault_codes(self) -> Global___FaultCodeReport: ...
+    @_builtins.property
+    def health(self) -> Global___AgentHealth: ...
+    @_builtins.property
+    def plan_status(self) -> Global___PlanStatus: ...
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
         batch: Global___TelemetryBatch | None = ...,
+        fault_codes: Global___FaultCodeReport | None = ...,
+        health: Global___AgentHealth | None = ...,
+        plan_status: Global___PlanStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "hello", b"hello"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "fault_codes", b"fault_codes", "health", b"health", "hello", b"hello", "plan_status", b"plan_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "hello", b"hello"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "body", b"body", "fault_codes", b"fault_codes", "health", b"health", "hello", b"hello", "plan_status", b"plan_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "batch"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "batch", "fault_codes", "health", "plan_status"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -73,6 +213,8 @@ class Hello(_message.Message):
     CATALOG_FIELD_NUMBER: _builtins.int
     CATALOG_ID_FIELD_NUMBER: _builtins.int
     LAST_ACKED_SEQUENCE_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    CONSENT_VERSION_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     """The vehicle's identity; must match the subject of the credential."""
     agent_version: _builtins.str
@@ -81,9 +223,11 @@ class Hello(_message.Message):
     batch is never read against another catalog.
     """
     last_acked_sequence: _builtins.int
-    """Highest sequence the agent has seen acknowledged (0: none yet).
-    planned: uint64 plan_version = 7;
-    """
+    """Highest sequence the agent has seen acknowledged (0: none yet)."""
+    plan_version: _builtins.int
+    """Version of the collection plan the agent runs (0: its built-in default)."""
+    consent_version: _builtins.int
+    """Version of the owner's consent the agent enforces (0: its built-in default)."""
     @_builtins.property
     def dbcs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DbcFingerprint]:
         """The DBC files the agent decodes with."""
@@ -103,10 +247,12 @@ class Hello(_message.Message):
         catalog: _abc.Iterable[Global___SignalInfo] | None = ...,
         catalog_id: _builtins.int = ...,
         last_acked_sequence: _builtins.int = ...,
+        plan_version: _builtins.int = ...,
+        consent_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "catalog", b"catalog", "catalog_id", b"catalog_id", "dbcs", b"dbcs", "last_acked_sequence", b"last_acked_sequence", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "catalog", b"catalog", "catalog_id", b"catalog_id", "consent_version", b"consent_version", "dbcs", b"dbcs", "last_acked_sequence", b"last_acked_sequence", "plan_version", b"plan_version", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,6 +387,8 @@ class TelemetryBatch(_message.Message):
     SIGNAL_INDEX_FIELD_NUMBER: _builtins.int
     TIME_DELTA_US_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    EVICTED_FIELD_NUMBER: _builtins.int
+    TRIGGERS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """per vehicle, starts at 1, +1 per batch"""
     catalog_id: _builtins.int
@@ -252,6 +400,16 @@ class TelemetryBatch(_message.Message):
     def time_delta_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def value(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def evicted(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvictedSamples]:
+        """Samples the agent's outbox had to evict (it was full) since the previous
+        batch, per signal: missing data is told apart from no data.
+        """
+
+    @_builtins.property
+    def triggers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TriggerFired]:
+        """Condition-triggered captures that fired in the samples of this batch."""
+
     def __init__(
         self,
         *,
@@ -261,14 +419,297 @@ class TelemetryBatch(_message.Message):
         signal_index: _abc.Iterable[_builtins.int] | None = ...,
         time_delta_us: _abc.Iterable[_builtins.int] | None = ...,
         value: _abc.Iterable[_builtins.float] | None = ...,
+        evicted: _abc.Iterable[Global___EvictedSamples] | None = ...,
+        triggers: _abc.Iterable[Global___TriggerFired] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_time_us", b"base_time_us", "catalog_id", b"catalog_id", "sequence", b"sequence", "signal_index", b"signal_index", "time_delta_us", b"time_delta_us", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_time_us", b"base_time_us", "catalog_id", b"catalog_id", "evicted", b"evicted", "sequence", b"sequence", "signal_index", b"signal_index", "time_delta_us", b"time_delta_us", "triggers", b"triggers", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TelemetryBatch: _TypeAlias = TelemetryBatch  # noqa: Y015
+
+@_typing.final
+class EvictedSamples(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNAL_INDEX_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    FIRST_TIME_US_FIELD_NUMBER: _builtins.int
+    LAST_TIME_US_FIELD_NUMBER: _builtins.int
+    signal_index: _builtins.int
+    samples: _builtins.int
+    first_time_us: _builtins.int
+    """CAN time of the oldest evicted sample"""
+    last_time_us: _builtins.int
+    """CAN time of the newest evicted sample"""
+    def __init__(
+        self,
+        *,
+        signal_index: _builtins.int = ...,
+        samples: _builtins.int = ...,
+        first_time_us: _builtins.int = ...,
+        last_time_us: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_time_us", b"first_time_us", "last_time_us", b"last_time_us", "samples", b"samples", "signal_index", b"signal_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvictedSamples: _TypeAlias = EvictedSamples  # noqa: Y015
+
+@_typing.final
+class TriggerFired(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_US_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """CaptureTrigger.name"""
+    time_us: _builtins.int
+    """CAN time at which the condition became true"""
+    plan_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        time_us: _builtins.int = ...,
+        plan_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "plan_version", b"plan_version", "time_us", b"time_us"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerFired: _TypeAlias = TriggerFired  # noqa: Y015
+
+@_typing.final
+class FaultCodeReport(_message.Message):
+    """Fault codes read from the vehicle's ECUs (J1939 DM1, UDS ReadDTCInformation),
+    reported when one is set or cleared. Kept in the agent's outbox until the
+    cloud answers with a ReportAck of the same report_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    CODES_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.int
+    """per vehicle, increasing; resends keep it"""
+    @_builtins.property
+    def codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaultCode]: ...
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.int = ...,
+        codes: _abc.Iterable[Global___FaultCode] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codes", b"codes", "report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaultCodeReport: _TypeAlias = FaultCodeReport  # noqa: Y015
+
+@_typing.final
+class FaultCode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    BUS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TIME_US_FIELD_NUMBER: _builtins.int
+    SPN_FIELD_NUMBER: _builtins.int
+    FMI_FIELD_NUMBER: _builtins.int
+    OCCURRENCES_FIELD_NUMBER: _builtins.int
+    DTC_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    protocol: Global___FaultProtocol.ValueType
+    bus: _builtins.str
+    source: _builtins.int
+    """J1939 source address, or the UDS response id"""
+    code: _builtins.str
+    """display form: "SPN 520 FMI 3", "P0301-00" """
+    state: Global___FaultState.ValueType
+    time_us: _builtins.int
+    """CAN time of the frame that set or cleared it"""
+    spn: _builtins.int
+    """J1939 suspect parameter number"""
+    fmi: _builtins.int
+    """J1939 failure mode identifier"""
+    occurrences: _builtins.int
+    """J1939 occurrence count"""
+    dtc: _builtins.int
+    """UDS 3-byte DTC"""
+    status: _builtins.int
+    """UDS DTC status byte"""
+    def __init__(
+        self,
+        *,
+        protocol: Global___FaultProtocol.ValueType = ...,
+        bus: _builtins.str = ...,
+        source: _builtins.int = ...,
+        code: _builtins.str = ...,
+        state: Global___FaultState.ValueType = ...,
+        time_us: _builtins.int = ...,
+        spn: _builtins.int = ...,
+        fmi: _builtins.int = ...,
+        occurrences: _builtins.int = ...,
+        dtc: _builtins.int = ...,
+        status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus", b"bus", "code", b"code", "dtc", b"dtc", "fmi", b"fmi", "occurrences", b"occurrences", "protocol", b"protocol", "source", b"source", "spn", b"spn", "state", b"state", "status", b"status", "time_us", b"time_us"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaultCode: _TypeAlias = FaultCode  # noqa: Y015
+
+@_typing.final
+class AgentHealth(_message.Message):
+    """Counters of the agent, sent periodically; the newest one describes the car."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FramesByBusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CountersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TIME_US_FIELD_NUMBER: _builtins.int
+    UPTIME_MS_FIELD_NUMBER: _builtins.int
+    FRAMES_BY_BUS_FIELD_NUMBER: _builtins.int
+    DECODE_ERRORS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_IDS_FIELD_NUMBER: _builtins.int
+    OUTBOX_BATCHES_FIELD_NUMBER: _builtins.int
+    OUTBOX_BYTES_FIELD_NUMBER: _builtins.int
+    EVICTED_SAMPLES_FIELD_NUMBER: _builtins.int
+    RECONNECTS_FIELD_NUMBER: _builtins.int
+    ACK_LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    ACK_LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    CONSENT_VERSION_FIELD_NUMBER: _builtins.int
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    time_us: _builtins.int
+    """wall-clock time of the report"""
+    uptime_ms: _builtins.int
+    decode_errors: _builtins.int
+    unknown_ids: _builtins.int
+    outbox_batches: _builtins.int
+    outbox_bytes: _builtins.int
+    evicted_samples: _builtins.int
+    reconnects: _builtins.int
+    ack_latency_p50_ms: _builtins.float
+    ack_latency_p99_ms: _builtins.float
+    plan_version: _builtins.int
+    consent_version: _builtins.int
+    @_builtins.property
+    def frames_by_bus(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Every other counter, by name (dropped frames, purged samples, triggers...)."""
+
+    def __init__(
+        self,
+        *,
+        time_us: _builtins.int = ...,
+        uptime_ms: _builtins.int = ...,
+        frames_by_bus: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        decode_errors: _builtins.int = ...,
+        unknown_ids: _builtins.int = ...,
+        outbox_batches: _builtins.int = ...,
+        outbox_bytes: _builtins.int = ...,
+        evicted_samples: _builtins.int = ...,
+        reconnects: _builtins.int = ...,
+        ack_latency_p50_ms: _builtins.float = ...,
+        ack_latency_p99_ms: _builtins.float = ...,
+        plan_version: _builtins.int = ...,
+        consent_version: _builtins.int = ...,
+        counters: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_latency_p50_ms", b"ack_latency_p50_ms", "ack_latency_p99_ms", b"ack_latency_p99_ms", "consent_version", b"consent_version", "counters", b"counters", "decode_errors", b"decode_errors", "evicted_samples", b"evicted_samples", "frames_by_bus", b"frames_by_bus", "outbox_batches", b"outbox_batches", "outbox_bytes", b"outbox_bytes", "plan_version", b"plan_version", "reconnects", b"reconnects", "time_us", b"time_us", "unknown_ids", b"unknown_ids", "uptime_ms", b"uptime_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentHealth: _TypeAlias = AgentHealth  # noqa: Y015
+
+@_typing.final
+class PlanStatus(_message.Message):
+    """Which plan runs, sent after every plan or consent message and on connect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REJECTED_VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONSENT_VERSION_FIELD_NUMBER: _builtins.int
+    plan_version: _builtins.int
+    state: Global___PlanState.ValueType
+    rejected_version: _builtins.int
+    reason: _builtins.str
+    consent_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        plan_version: _builtins.int = ...,
+        state: Global___PlanState.ValueType = ...,
+        rejected_version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        consent_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_version", b"consent_version", "plan_version", b"plan_version", "reason", b"reason", "rejected_version", b"rejected_version", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanStatus: _TypeAlias = PlanStatus  # noqa: Y015
 
 @_typing.final
 class CloudMessage(_message.Message):
@@ -279,28 +720,36 @@ class CloudMessage(_message.Message):
     WELCOME_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    REPORT_ACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
     def ack(self) -> Global___Ack: ...
     @_builtins.property
-    def error(self) -> Global___Error:
-        """planned: CollectionPlan plan = 4;
-        planned: ConsentUpdate consent = 5;
-        """
-
+    def error(self) -> Global___Error: ...
+    @_builtins.property
+    def plan(self) -> Global___CollectionPlan: ...
+    @_builtins.property
+    def consent(self) -> Global___ConsentUpdate: ...
+    @_builtins.property
+    def report_ack(self) -> Global___ReportAck: ...
     def __init__(
         self,
         *,
         welcome: Global___Welcome | None = ...,
         ack: Global___Ack | None = ...,
         error: Global___Error | None = ...,
+        plan: Global___CollectionPlan | None = ...,
+        consent: Global___ConsentUpdate | None = ...,
+        report_ack: Global___ReportAck | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "error", b"error", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "consent", b"consent", "error", b"error", "plan", b"plan", "report_ack", b"report_ack", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "error", b"error", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "consent", b"consent", "error", b"error", "plan", b"plan", "report_ack", b"report_ack", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "ack", "error"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "ack", "error", "plan", "consent", "report_ack"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -391,3 +840,208 @@ class Error(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Error: _TypeAlias = Error  # noqa: Y015
+
+@_typing.final
+class ReportAck(_message.Message):
+    """Sent once a FaultCodeReport is stored (or was stored before)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAck: _TypeAlias = ReportAck  # noqa: Y015
+
+@_typing.final
+class SignalRef(_message.Message):
+    """A signal by name. An empty bus matches any bus, an empty message any message
+    (the name must then be unique in the catalog).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    bus: _builtins.str
+    message: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        bus: _builtins.str = ...,
+        message: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bus", b"bus", "message", b"message", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalRef: _TypeAlias = SignalRef  # noqa: Y015
+
+@_typing.final
+class PlanSignal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    DEADBAND_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_MS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUANTUM_FIELD_NUMBER: _builtins.int
+    purpose: Global___Purpose.ValueType
+    mode: Global___SamplingMode.ValueType
+    deadband: _builtins.float
+    """ON_CHANGE: absolute change that counts"""
+    min_interval_ms: _builtins.int
+    """at most one sample per interval (0: no limit)"""
+    heartbeat_ms: _builtins.int
+    """send at least this often, changed or not (0: never)"""
+    priority: _builtins.int
+    """higher survives outbox eviction longer"""
+    quantum: _builtins.float
+    """round values to multiples (0: as decoded)"""
+    @_builtins.property
+    def signal(self) -> Global___SignalRef: ...
+    def __init__(
+        self,
+        *,
+        signal: Global___SignalRef | None = ...,
+        purpose: Global___Purpose.ValueType = ...,
+        mode: Global___SamplingMode.ValueType = ...,
+        deadband: _builtins.float = ...,
+        min_interval_ms: _builtins.int = ...,
+        heartbeat_ms: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        quantum: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signal", b"signal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadband", b"deadband", "heartbeat_ms", b"heartbeat_ms", "min_interval_ms", b"min_interval_ms", "mode", b"mode", "priority", b"priority", "purpose", b"purpose", "quantum", b"quantum", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanSignal: _TypeAlias = PlanSignal  # noqa: Y015
+
+@_typing.final
+class CaptureTrigger(_message.Message):
+    """A condition-triggered capture: when `condition` fires, every sample of the
+    `capture` signals from pre_ms before to post_ms after is sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    PRE_MS_FIELD_NUMBER: _builtins.int
+    POST_MS_FIELD_NUMBER: _builtins.int
+    CAPTURE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    condition: _builtins.str
+    """Expression over signals, e.g. "Speed > 120 and avg(BrakePressure, 2) > 50"."""
+    mode: Global___TriggerMode.ValueType
+    min_interval_ms: _builtins.int
+    pre_ms: _builtins.int
+    post_ms: _builtins.int
+    purpose: Global___Purpose.ValueType
+    priority: _builtins.int
+    @_builtins.property
+    def capture(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalRef]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        condition: _builtins.str = ...,
+        mode: Global___TriggerMode.ValueType = ...,
+        min_interval_ms: _builtins.int = ...,
+        pre_ms: _builtins.int = ...,
+        post_ms: _builtins.int = ...,
+        capture: _abc.Iterable[Global___SignalRef] | None = ...,
+        purpose: Global___Purpose.ValueType = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "condition", b"condition", "min_interval_ms", b"min_interval_ms", "mode", b"mode", "name", b"name", "post_ms", b"post_ms", "pre_ms", b"pre_ms", "priority", b"priority", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaptureTrigger: _TypeAlias = CaptureTrigger  # noqa: Y015
+
+@_typing.final
+class CollectionPlan(_message.Message):
+    """What the car collects. Versions increase; the car persists the plan, applies
+    it without restarting and reports it in PlanStatus. A plan the car cannot
+    apply is rejected with a reason and the previous plan keeps running.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    TRIGGERS_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanSignal]: ...
+    @_builtins.property
+    def triggers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaptureTrigger]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        name: _builtins.str = ...,
+        signals: _abc.Iterable[Global___PlanSignal] | None = ...,
+        triggers: _abc.Iterable[Global___CaptureTrigger] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "signals", b"signals", "triggers", b"triggers", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CollectionPlan: _TypeAlias = CollectionPlan  # noqa: Y015
+
+@_typing.final
+class ConsentUpdate(_message.Message):
+    """The owner's consent, per purpose. Purposes not listed are withdrawn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    @_builtins.property
+    def granted(self) -> _containers.RepeatedScalarFieldContainer[Global___Purpose.ValueType]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        granted: _abc.Iterable[Global___Purpose.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentUpdate: _TypeAlias = ConsentUpdate  # noqa: Y015

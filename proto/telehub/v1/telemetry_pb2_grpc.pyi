@@ -5,12 +5,13 @@ telehub wire contract, version 1.
 
 One bidirectional stream per vehicle: the agent opens `TelemetryGateway.Connect`
 with its credential in the `authorization` metadata ("Bearer <token>"), sends a
-Hello first, then telemetry batches; the cloud answers with a Welcome, then an
-Ack for every batch once it is committed to the tenant's store.
+Hello first, then telemetry batches, fault-code reports, plan status and
+health; the cloud answers with a Welcome, then an Ack for every batch once it
+is committed to the tenant's store, and pushes the vehicle's collection plan
+and the owner's consent on connect and whenever they change.
 
 Compatibility rules: fields and oneof arms are only ever added, never
-renumbered or reused. Numbers marked "planned" are kept free for the named
-messages so every version of the contract agrees on them.
+renumbered or reused. A receiver skips a oneof arm it does not know.
 """
 
 from collections import abc as _abc
