@@ -68,6 +68,8 @@ class DecodeStats:
     decode_errors: int = 0
     error_frames: int = 0
     remote_frames: int = 0
+    not_selected: int = 0
+    unchanged: int = 0
 
     def by_reason(self) -> dict[str, int]:
         """Skipped frames by reason."""
@@ -76,16 +78,29 @@ class DecodeStats:
             "decode_error": self.decode_errors,
             "error_frame": self.error_frames,
             "remote_frame": self.remote_frames,
+            "not_selected": self.not_selected,
+            "unchanged": self.unchanged,
         }
 
     @property
     def skipped(self) -> int:
         """Frames that gave no decode (the sum of :meth:`by_reason`)."""
-        return self.unknown_id + self.decode_errors + self.error_frames + self.remote_frames
+        return (
+            self.unknown_id
+            + self.decode_errors
+            + self.error_frames
+            + self.remote_frames
+            + self.not_selected
+            + self.unchanged
+        )
 
 
-# A matched message and, by signal name, the catalog index of each of its signals.
-_Target = tuple[Message, dict[str, int]]
+# A matched message; by signal name, the catalog index of each of its signals;
+# and whether a frame repeating the previous payload may be skipped.
+_Target = tuple[Message, dict[str, int], bool]
+
+# Stands for a message the active selection does not need (known, not decoded).
+_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]), {}, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +122,7 @@ class Decoder:
     Raises :class:`vehicle_agent.errors.DbcError` if a DBC file cannot be loaded.
     """
 
-    __slots__ = ("_routes", "bound", "catalog", "stats")
+    __slots__ = ("_last_payload", "_routes", "bound", "catalog", "selected", "stats")
 
     def __init__(self, specs: Sequence[DbcSpec], *, strict: bool = False) -> None:
         loaded: dict[Path, LoadedDbc] = {}
@@ -120,7 +135,28 @@ class Decoder:
         self.bound: tuple[BoundDbc, ...] = tuple(bound)
         self.catalog = Catalog.build(self.bound)
         self.stats = DecodeStats()
-        self._routes: tuple[_Route, ...] = tuple(_route(entry, self.catalog) for entry in bound)
+        #: Catalog indices decoded (None: every signal).
+        self.selected: frozenset[int] | None = None
+        self._last_payload: dict[tuple[str | None, int, bool], bytes] = {}
+        self._routes: tuple[_Route, ...] = tuple(
+            _route(entry, self.catalog, None, frozenset()) for entry in bound
+        )
+
+    def select(
+        self, indices: frozenset[int] | None, *, skip_unchanged: frozenset[int] = frozenset()
+    ) -> None:
+        """Decode only the messages carrying at least one of *indices* (None: all).
+
+        A message whose selected signals are all in *skip_unchanged* (their
+        consumer only wants changes) is not decoded again while its payload
+        repeats the previous frame's on the same bus. Frames of known messages
+        that are not selected count as ``not_selected``, repeats as ``unchanged``.
+        """
+        self.selected = indices
+        self._last_payload.clear()
+        self._routes = tuple(
+            _route(entry, self.catalog, indices, skip_unchanged) for entry in self.bound
+        )
 
     def decode(self, frame: Frame) -> list[Sample]:
         """Return the samples of one frame; an empty list when it gives none."""
@@ -136,7 +172,17 @@ class Decoder:
         if target is None:
             stats.unknown_id += 1
             return []
-        message, indices = target
+        if target is _NOT_SELECTED:
+            stats.not_selected += 1
+            return []
+        message, indices, skip_repeats = target
+        if skip_repeats:
+            # Per sender: one J1939 entry matches the same PGN from every source.
+            key = (frame.channel, frame.arbitration_id, frame.is_extended)
+            if self._last_payload.get(key) == frame.data:
+                stats.unchanged += 1
+                return []
+            self._last_payload[key] = frame.data
         try:
             # Message.decode applies the message's own layout; Database.decode_message
             # would look the id up again and ignore J1939 masks. Raw choice values
@@ -174,7 +220,12 @@ class Decoder:
         return None
 
 
-def _route(entry: BoundDbc, catalog: Catalog) -> _Route:
+def _route(
+    entry: BoundDbc,
+    catalog: Catalog,
+    selected: frozenset[int] | None,
+    skip_unchanged: frozenset[int],
+) -> _Route:
     by_id: dict[int, _Target] = {}
     by_pgn: dict[int, _Target] | None = {} if entry.j1939 else None
     bus = entry.spec.bus
@@ -183,7 +234,16 @@ def _route(entry: BoundDbc, catalog: Catalog) -> _Route:
             signal.name: catalog.index_of(bus, message.name, signal.name)
             for signal in message.signals
         }
-        target = (message, indices)
+        target: _Target
+        if selected is None:
+            target = (message, indices, False)
+        elif selected.isdisjoint(indices.values()):
+            # Still matched, so the frame counts as known but not needed. An empty
+            # message (no signals) stays decodable: it says the id is alive.
+            target = (message, indices, False) if not indices else _NOT_SELECTED
+        else:
+            needed = selected.intersection(indices.values())
+            target = (message, indices, needed <= skip_unchanged)
         # The first message wins when two share an id (or a PGN), matching the
         # catalog's keep-the-first rule.
         if message.is_extended_frame and by_pgn is not None:

@@ -381,6 +381,8 @@ def test_bad_frames_are_counted_never_raised() -> None:
         "decode_error": 2,
         "error_frame": 1,
         "remote_frame": 1,
+        "not_selected": 0,
+        "unchanged": 0,
     }
 
 
@@ -423,3 +425,48 @@ def test_missing_dbc_raises_dbc_error(tmp_path: Path) -> None:
 def test_cp1252_dbc_loads() -> None:
     decoder = Decoder([DbcSpec(CANTOOLS_DIR / "cp1252.dbc")])
     assert decoder.bound[0].dbc.sha256
+
+
+def test_select_decodes_only_messages_carrying_selected_signals(
+    drive_frames: list[Frame],
+) -> None:
+    frames = drive_frames[:20_000]
+    full = Decoder([DbcSpec(DRIVE_DBC)])
+    everything = [full.decode(f) for f in frames]
+    wanted_index = next(i for per in everything for i, _ in per)
+    wanted = frozenset({wanted_index})
+    picky = Decoder([DbcSpec(DRIVE_DBC)])
+    picky.select(wanted)
+    for frame, all_samples in zip(frames, everything, strict=True):
+        got = picky.decode(frame)
+        if any(i in wanted for i, _ in all_samples):
+            assert got == all_samples  # the whole message, exactly as before
+        else:
+            assert got == []
+    stats = picky.stats
+    assert stats.not_selected > 0
+    assert stats.decoded + stats.skipped == stats.frames == len(frames)
+    picky.select(None)
+    assert [picky.decode(f) for f in frames] == everything
+
+
+def test_select_skips_repeated_payloads_only_for_change_only_signals(
+    drive_frames: list[Frame],
+) -> None:
+    frames = drive_frames[:20_000]
+    full = Decoder([DbcSpec(DRIVE_DBC)])
+    everything = [full.decode(f) for f in frames]
+    all_indices = frozenset(i for per in everything for i, _ in per)
+    repeats = Decoder([DbcSpec(DRIVE_DBC)])
+    repeats.select(all_indices, skip_unchanged=all_indices)
+    last: dict[tuple[int, bool], bytes] = {}
+    expected_unchanged = 0
+    for frame, all_samples in zip(frames, everything, strict=True):
+        key = (frame.arbitration_id, frame.is_extended)
+        repeated = bool(all_samples) and last.get(key) == frame.data
+        if all_samples:
+            last[key] = frame.data
+        got = repeats.decode(frame)
+        assert got == ([] if repeated else all_samples)
+        expected_unchanged += repeated
+    assert repeats.stats.unchanged == expected_unchanged > 0
