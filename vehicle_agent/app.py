@@ -203,7 +203,7 @@ class Agent:
             self._frames_read += 1
             samples = decode(frame)
             if samples:
-                for batch in batcher.add(frame.timestamp, samples):
+                for batch in batcher.add_frame(frame.timestamp, samples):
                     self._hand_over(loop, batch)
             if self._frames_read % PROGRESS_EVERY == 0:
                 if (aged := batcher.poll()) is not None:
@@ -221,7 +221,7 @@ class Agent:
                 self._frames_read += 1
                 samples = decode(frame)
                 if samples:
-                    for batch in batcher.add(frame.timestamp, samples):
+                    for batch in batcher.add_frame(frame.timestamp, samples):
                         self._hand_over(loop, batch)
             if (aged := batcher.poll()) is not None:
                 self._hand_over(loop, aged)

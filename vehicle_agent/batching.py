@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -73,11 +73,21 @@ def to_microseconds(timestamp: float) -> int:
     return round(timestamp * 1_000_000)
 
 
+#: One sample ready to send: (catalog index, microseconds since the epoch, value).
+TimedSample = tuple[int, int, float]
+
+
 class Batcher:
     """Close a batch when it holds ``max_samples`` samples or is ``max_age`` seconds old.
 
     The samples of one frame are never split across two batches unless the frame
     alone has more than ``max_samples`` signals.
+
+    ``position`` (the ordinal of the source frame the samples come from) lets a
+    restarted agent resume a log: each closed batch records the position of the
+    last frame whose samples are all in it or in an earlier batch.
+    ``priorities`` (indexed by catalog index) give each batch the highest
+    priority of the signals it holds.
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class Batcher:
         max_samples: int = 1000,
         max_age: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        priorities: Sequence[int] | None = None,
     ) -> None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be at least 1, got {max_samples}")
@@ -98,34 +109,52 @@ class Batcher:
         self._clock = clock
         self._current: Batch | None = None
         self._opened_at = 0.0
+        self._position = -1
+        self.priorities: Sequence[int] | None = priorities
 
     @property
     def pending(self) -> int:
         """Samples waiting in the open batch."""
         return 0 if self._current is None else len(self._current)
 
-    def add(self, timestamp: float, samples: Iterable[tuple[int, float]]) -> list[Batch]:
+    def add(self, samples: Sequence[TimedSample], position: int = -1) -> list[Batch]:
         """Add the samples of one frame; return the batches this closed (often none)."""
-        samples = list(samples)
         if not samples:
+            self._position = max(self._position, position)
             return []
         closed: list[Batch] = []
         current = self._current
         if current is not None and len(current) + len(samples) > self._max_samples:
-            closed.append(current)
+            closed.append(self._close(current))
             current = None
         if current is None:
-            current = Batch(self._catalog_id)
-            self._opened_at = self._clock()
-        ts_us = to_microseconds(timestamp)
-        for index, value in samples:
-            current.append(index, ts_us, float(value))
-            if len(current) >= self._max_samples:
-                closed.append(current)
-                current = Batch(self._catalog_id)
-                self._opened_at = self._clock()
+            current = self._open()
+        append_index = current.signal_index.append
+        append_ts = current.timestamp_us.append
+        append_value = current.value.append
+        for index, ts_us, value in samples:
+            append_index(index)
+            append_ts(ts_us)
+            append_value(value)
+            if len(current.signal_index) >= self._max_samples:
+                closed.append(self._close(current))
+                current = self._open()
+                append_index = current.signal_index.append
+                append_ts = current.timestamp_us.append
+                append_value = current.value.append
+        self._position = max(self._position, position)
+        if closed and len(current) == 0:
+            # The frame ended exactly at a batch boundary: the last batch holds all of it.
+            closed[-1].position = self._position
         self._current = current if len(current) else None
         return closed
+
+    def add_frame(
+        self, timestamp: float, samples: Iterable[tuple[int, float]], position: int = -1
+    ) -> list[Batch]:
+        """Add the samples of one frame taken at *timestamp* (seconds)."""
+        ts_us = to_microseconds(timestamp)
+        return self.add([(index, ts_us, float(value)) for index, value in samples], position)
 
     def poll(self) -> Batch | None:
         """Close the open batch if it has reached its maximum age."""
@@ -142,4 +171,15 @@ class Batcher:
     def flush(self) -> Batch | None:
         """Close and return the open batch, if any."""
         batch, self._current = self._current, None
+        return None if batch is None else self._close(batch)
+
+    def _open(self) -> Batch:
+        self._opened_at = self._clock()
+        return Batch(self._catalog_id)
+
+    def _close(self, batch: Batch) -> Batch:
+        batch.position = self._position
+        priorities = self.priorities
+        if priorities is not None and len(batch):
+            batch.priority = max(map(priorities.__getitem__, set(batch.signal_index)))
         return batch

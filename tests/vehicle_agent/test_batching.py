@@ -15,9 +15,9 @@ class FakeClock:
 
 def test_closes_batch_at_max_samples_without_splitting_a_frame() -> None:
     b = Batcher(7, max_samples=5)
-    assert b.add(1.0, [(0, 1.0), (1, 2.0)]) == []
-    assert b.add(1.1, [(0, 3.0), (1, 4.0)]) == []
-    closed = b.add(1.2, [(0, 5.0), (1, 6.0)])  # would make 6 > 5: the open batch closes first
+    assert b.add_frame(1.0, [(0, 1.0), (1, 2.0)]) == []
+    assert b.add_frame(1.1, [(0, 3.0), (1, 4.0)]) == []
+    closed = b.add_frame(1.2, [(0, 5.0), (1, 6.0)])  # would make 6 > 5: the open batch closes first
     assert [len(x) for x in closed] == [4]
     assert closed[0].catalog_id == 7
     assert list(closed[0].value) == [1.0, 2.0, 3.0, 4.0]
@@ -30,7 +30,7 @@ def test_closes_batch_at_max_samples_without_splitting_a_frame() -> None:
 
 def test_a_frame_larger_than_a_batch_is_split() -> None:
     b = Batcher(1, max_samples=2)
-    closed = b.add(0.5, [(i, float(i)) for i in range(5)])
+    closed = b.add_frame(0.5, [(i, float(i)) for i in range(5)])
     assert [list(x.signal_index) for x in closed] == [[0, 1], [2, 3]]
     rest = b.flush()
     assert rest is not None
@@ -39,7 +39,7 @@ def test_a_frame_larger_than_a_batch_is_split() -> None:
 
 def test_keeps_can_timestamps_in_microseconds() -> None:
     b = Batcher(1)
-    b.add(1635188455.020850, [(3, 650.5)])
+    b.add_frame(1635188455.020850, [(3, 650.5)])
     batch = b.flush()
     assert batch is not None
     assert list(batch.timestamp_us) == [1635188455020850]
@@ -52,7 +52,7 @@ def test_closes_by_age_with_injected_clock() -> None:
     b = Batcher(1, max_samples=1000, max_age=2.0, clock=clock)
     assert b.poll() is None
     assert b.time_to_deadline() is None
-    b.add(0.0, [(0, 1.0)])
+    b.add_frame(0.0, [(0, 1.0)])
     clock.now += 1.5
     assert b.poll() is None
     assert b.time_to_deadline() == pytest.approx(0.5)
@@ -65,7 +65,7 @@ def test_closes_by_age_with_injected_clock() -> None:
 
 def test_frames_without_samples_open_nothing() -> None:
     b = Batcher(1)
-    assert b.add(1.0, []) == []
+    assert b.add_frame(1.0, []) == []
     assert b.flush() is None
 
 
@@ -73,3 +73,29 @@ def test_frames_without_samples_open_nothing() -> None:
 def test_rejects_bad_limits(samples: int, age: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         Batcher(1, max_samples=samples, max_age=age)
+
+
+def test_position_marks_the_last_frame_wholly_inside_a_closed_batch() -> None:
+    b = Batcher(1, max_samples=3)
+    assert b.add([(0, 10, 1.0), (1, 10, 2.0)], position=0) == []
+    assert b.add([], position=1) == []  # a frame with no samples still counts as read
+    closed = b.add([(0, 20, 3.0), (1, 20, 4.0)], position=2)  # does not fit: the open batch closes
+    assert [(len(x), x.position) for x in closed] == [(2, 1)]
+    closed = b.add([(2, 30, 5.0)], position=3)  # fills the batch exactly: it holds frame 3 whole
+    assert [(len(x), x.position) for x in closed] == [(3, 3)]
+    closed = b.add([(i, 40, 0.0) for i in range(4)], position=4)  # split: frame 4 is not whole
+    assert [(len(x), x.position) for x in closed] == [(3, 3)]
+    rest = b.flush()
+    assert rest is not None
+    assert (len(rest), rest.position) == (1, 4)
+
+
+def test_batch_priority_is_the_highest_of_its_signals() -> None:
+    b = Batcher(1, max_samples=10, priorities=[0, 5, 2])
+    b.add([(0, 1, 0.0), (2, 1, 0.0)])
+    first = b.flush()
+    b.add([(1, 2, 0.0)])
+    second = b.flush()
+    assert first is not None
+    assert second is not None
+    assert (first.priority, second.priority) == (2, 5)
