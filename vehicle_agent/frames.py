@@ -16,7 +16,9 @@ class Frame:
     ``timestamp`` is seconds since the Unix epoch as the interface or log file gave
     it (hardware timestamp where the interface has one); it is carried unchanged
     to the cloud. ``channel`` is the channel the frame arrived on, as text (``"1"``,
-    ``"can0"``), or ``None`` when the source does not say.
+    ``"can0"``), or ``None`` when the source does not say; sources that know the
+    logical bus put its name there. ``bitrate_switch`` and ``error_state_indicator``
+    are the CAN FD BRS and ESI bits (always False for classic CAN frames).
     """
 
     timestamp: float
@@ -27,3 +29,5 @@ class Frame:
     is_remote: bool = False
     is_error: bool = False
     channel: str | None = None
+    bitrate_switch: bool = False
+    error_state_indicator: bool = False

@@ -1,10 +1,11 @@
 """Where frames come from: recorded log files and live CAN interfaces, via python-can.
 
-This is the adapter between python-can and the agent's core: it is the only module
-of the agent that sees ``can.Message``; everything past it sees
-:class:`vehicle_agent.frames.Frame`. Both sources implement :class:`FrameSource`
-and turn python-can's (and asammdf's) exceptions into
-:class:`vehicle_agent.errors.SourceError`.
+This is the adapter between python-can and the agent's core: with
+:mod:`vehicle_agent.buses` (several live buses at once) it is the only part of the
+agent that sees ``can.Message``; everything past it sees
+:class:`vehicle_agent.frames.Frame`. The sources implement :class:`FrameSource`
+(live ones also :class:`LiveSource`) and turn python-can's (and asammdf's)
+exceptions into :class:`vehicle_agent.errors.SourceError`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sqlite3
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from io import BufferedIOBase
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +31,7 @@ from can.io.generic import BinaryIOMessageReader, MessageReader, TextIOMessageRe
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
 
-__all__ = ["BusSource", "FrameSource", "LogSource", "to_frame"]
+__all__ = ["BusSource", "BusStats", "FrameSource", "LiveSource", "LogSource", "to_frame"]
 
 # What python-can's readers (and asammdf, gzip, sqlite underneath) raise for a
 # file that is missing, truncated, corrupt or in another format than its suffix.
@@ -72,9 +74,45 @@ class FrameSource(Protocol):
     ) -> None: ...
 
 
-def to_frame(msg: can.Message) -> Frame:
-    """Translate a python-can message, keeping its timestamp as it is."""
-    channel = msg.channel
+@dataclass(slots=True)
+class BusStats:
+    """What one live bus delivered, for the agent to show per bus.
+
+    ``frames`` counts frames read from the interface, ``dropped`` those of them
+    thrown away because the consumer fell behind (the queue was full), ``unread``
+    those still queued when the source was closed. ``errors`` counts failed reads;
+    ``consecutive_errors`` is how many failed in a row since the last good read
+    (non-zero: the bus is failing right now) and ``last_error`` says what the last
+    one was. A reader thread updates these while others read them.
+    """
+
+    frames: int = 0
+    dropped: int = 0
+    unread: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+    last_error: str | None = None
+
+
+class LiveSource(FrameSource, Protocol):
+    """A source that is read with a timeout and counts its frames per bus."""
+
+    @property
+    def stats(self) -> Mapping[str, BusStats]:
+        """Counters by bus name."""
+        ...
+
+    def recv(self, timeout: float) -> Frame | None: ...
+
+
+def to_frame(msg: can.Message, channel: str | None = None) -> Frame:
+    """Translate a python-can message, keeping its timestamp as it is.
+
+    ``channel`` names the bus the frame came from; ``None`` keeps the message's
+    own channel, as text.
+    """
+    if channel is None and msg.channel is not None:
+        channel = str(msg.channel)
     return Frame(
         timestamp=msg.timestamp,
         arbitration_id=msg.arbitration_id,
@@ -83,7 +121,9 @@ def to_frame(msg: can.Message) -> Frame:
         is_fd=msg.is_fd,
         is_remote=msg.is_remote_frame,
         is_error=msg.is_error_frame,
-        channel=None if channel is None else str(channel),
+        channel=channel,
+        bitrate_switch=msg.bitrate_switch,
+        error_state_indicator=msg.error_state_indicator,
     )
 
 
@@ -127,14 +167,28 @@ class LogSource(_Closing):
     ``can.LogReader``. Frames are read lazily, in file order, once. With
     ``realtime=True`` they are paced by their timestamps, ``speed`` times faster
     than recorded.
+
+    ``channel_names`` maps the log's channels to bus names (``{"0": "powertrain",
+    "1": "body"}``) so a multi-channel log replays as named buses; a channel it
+    does not list keeps its log channel. Keys are channels as python-can reports
+    them, which for ``.asc`` and ``.blf`` files is one less than the number in
+    the file (python-can counts from 0, Vector from 1).
     """
 
-    def __init__(self, path: Path, *, realtime: bool = False, speed: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        realtime: bool = False,
+        speed: float = 1.0,
+        channel_names: Mapping[str, str] | None = None,
+    ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, not {speed}")
         self.path = path
         self.realtime = realtime
         self.speed = speed
+        self.channel_names: dict[str, str] = dict(channel_names or {})
         self._closed = False
         self._reader = _open_reader(path)
 
@@ -145,6 +199,7 @@ class LogSource(_Closing):
         if self.realtime:
             messages = _paced(messages, self.speed)
         iterator = iter(messages)
+        names = self.channel_names
         while True:
             try:
                 msg = next(iterator)
@@ -154,7 +209,10 @@ class LogSource(_Closing):
                 raise SourceError(
                     f"cannot read log file {str(self.path)!r}: {type(exc).__name__}: {exc}"
                 ) from exc
-            yield to_frame(msg)
+            if names and msg.channel is not None:
+                yield to_frame(msg, names.get(str(msg.channel)))
+            else:
+                yield to_frame(msg)
 
     def _release(self) -> None:
         self._reader.stop()
@@ -247,6 +305,11 @@ class BusSource(_Closing):
     ``recv`` waits for one frame; iterating yields frames until :meth:`close`
     (which may come from another thread: iteration wakes up every
     ``poll_interval`` seconds to notice it).
+
+    ``name`` is the bus name: it is set as every frame's channel and keys
+    :attr:`stats`. Without it frames keep the interface's channel and stats are
+    keyed by ``channel``. For several buses at once see
+    :class:`vehicle_agent.buses.MultiBusSource`.
     """
 
     def __init__(
@@ -257,12 +320,16 @@ class BusSource(_Closing):
         bitrate: int | None = None,
         fd: bool = False,
         poll_interval: float = 0.5,
+        name: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.interface = interface
         self.channel = channel
+        self.name = name
         self.poll_interval = poll_interval
         self._closed = False
+        self._stats = BusStats()
+        self.stats: dict[str, BusStats] = {channel if name is None else name: self._stats}
         config = dict(kwargs)
         if bitrate is not None:
             config["bitrate"] = bitrate
@@ -282,14 +349,23 @@ class BusSource(_Closing):
             raise SourceError(
                 f"CAN interface {self.interface!r} channel {self.channel!r} is closed"
             )
+        stats = self._stats
         try:
             msg = self._bus.recv(timeout)
         except _BUS_ERRORS as exc:
+            if not self._closed:
+                stats.errors += 1
+                stats.consecutive_errors += 1
+                stats.last_error = f"{type(exc).__name__}: {exc}"
             raise SourceError(
                 f"cannot read CAN interface {self.interface!r} channel {self.channel!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        return None if msg is None else to_frame(msg)
+        stats.consecutive_errors = 0
+        if msg is None:
+            return None
+        stats.frames += 1
+        return to_frame(msg, self.name)
 
     def __iter__(self) -> Iterator[Frame]:
         while True:

@@ -38,6 +38,8 @@ def _expected(msg: can.Message, channel: str | None = None) -> Frame:
         is_remote=msg.is_remote_frame,
         is_error=msg.is_error_frame,
         channel=channel,
+        bitrate_switch=msg.bitrate_switch,
+        error_state_indicator=msg.error_state_indicator,
     )
 
 
@@ -66,6 +68,8 @@ def test_log_formats_cover_flags() -> None:
     assert any(frame.is_error for frame in frames)
     assert any(frame.is_remote for frame in frames)
     assert any(frame.is_fd for frame in frames)
+    assert any(frame.bitrate_switch for frame in frames)
+    assert any(frame.error_state_indicator for frame in frames)
     assert any(frame.is_extended for frame in frames)
     assert {".asc", ".blf", ".trc", ".gz"} <= {p.suffix for p in LOGS}
 
@@ -227,6 +231,8 @@ SENT = [
         arbitration_id=0x100,
         data=bytes(range(64)),
         is_fd=True,
+        bitrate_switch=True,
+        error_state_indicator=True,
         is_extended_id=False,
     ),
     can.Message(timestamp=12.0, arbitration_id=0x0, is_error_frame=True, is_extended_id=False),
