@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from vehicle_agent.buffer import OverflowPolicy
 from vehicle_agent.catalog import DbcSpec
+from vehicle_agent.pending import OverflowPolicy
 
 
 class DbcSettings(BaseModel):

@@ -8,14 +8,15 @@ know this tree::
     ├── DbcError               a DBC file cannot be read or parsed (fix the file)
     ├── SourceError            a log file or CAN interface cannot be read or opened
     ├── ConfigError            the agent's configuration is invalid
-    └── UplinkError            the link to the cloud failed (retry later)
+    ├── UplinkError            the link to the cloud failed (retry later)
+    └── OutboxError            the outbox file is corrupt, foreign or failing (move it aside)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AgentError", "ConfigError", "DbcError", "SourceError", "UplinkError"]
+__all__ = ["AgentError", "ConfigError", "DbcError", "OutboxError", "SourceError", "UplinkError"]
 
 
 class AgentError(Exception):
@@ -48,3 +49,16 @@ class ConfigError(AgentError):
 
 class UplinkError(AgentError):
     """Talking to the cloud gateway failed; the data stays queued on the car."""
+
+
+class OutboxError(AgentError):
+    """The durable outbox cannot be opened or written.
+
+    ``path`` is the outbox file, ``reason`` what SQLite (or the check) said. A
+    corrupt or foreign file is never repaired or overwritten: it is data.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"outbox {str(path)!r}: {reason}")
+        self.path = path
+        self.reason = reason
