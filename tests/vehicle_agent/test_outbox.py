@@ -40,7 +40,7 @@ def same(a: Batch, b: Batch) -> bool:
     return fields(a) == fields(b)
 
 
-def test_file_is_wal_with_full_sync_and_versioned(tmp_path: Path) -> None:
+def test_file_is_wal_and_versioned(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db"):
         pass
     conn = sqlite3.connect(tmp_path / "o.db")
