@@ -96,11 +96,13 @@ class DecodeStats:
 
 
 # A matched message; by signal name, the catalog index of each of its signals;
-# and whether a frame repeating the previous payload may be skipped.
-_Target = tuple[Message, dict[str, int], bool]
+# whether a frame repeating the previous payload may be skipped; and whether a
+# shorter payload decodes the signals it holds (multi-frame messages, whose DBC
+# length is often the longest the ECU may send).
+_Target = tuple[Message, dict[str, int], bool, bool]
 
 # Stands for a message the active selection does not need (known, not decoded).
-_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]), {}, False)
+_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]), {}, False, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ class Decoder:
         if target is _NOT_SELECTED:
             stats.not_selected += 1
             return []
-        message, indices, skip_repeats = target
+        message, indices, skip_repeats, truncated_ok = target
         if skip_repeats:
             # Per sender: one J1939 entry matches the same PGN from every source.
             key = (frame.channel, frame.arbitration_id, frame.is_extended)
@@ -187,7 +189,9 @@ class Decoder:
             # Message.decode applies the message's own layout; Database.decode_message
             # would look the id up again and ignore J1939 masks. Raw choice values
             # stay numbers: the labels travel once, in the catalog.
-            decoded = message.decode(frame.data, decode_choices=False, scaling=True)
+            decoded = message.decode(
+                frame.data, decode_choices=False, scaling=True, allow_truncated=truncated_ok
+            )
         except _DECODE_ERRORS:
             stats.decode_errors += 1
             return []
@@ -235,15 +239,16 @@ def _route(
             for signal in message.signals
         }
         target: _Target
+        multi_frame = message.length > 8
         if selected is None:
-            target = (message, indices, False)
+            target = (message, indices, False, multi_frame)
         elif selected.isdisjoint(indices.values()):
             # Still matched, so the frame counts as known but not needed. An empty
             # message (no signals) stays decodable: it says the id is alive.
-            target = (message, indices, False) if not indices else _NOT_SELECTED
+            target = (message, indices, False, multi_frame) if not indices else _NOT_SELECTED
         else:
             needed = selected.intersection(indices.values())
-            target = (message, indices, needed <= skip_unchanged)
+            target = (message, indices, needed <= skip_unchanged, multi_frame)
         # The first message wins when two share an id (or a PGN), matching the
         # catalog's keep-the-first rule.
         if message.is_extended_frame and by_pgn is not None:

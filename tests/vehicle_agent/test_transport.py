@@ -107,11 +107,6 @@ def test_j1939_recording_messages_hold_plausible_values(j1939_frames: list[Frame
         assert vi.data.endswith(b"*")  # SPN 237 is '*'-delimited
 
 
-@pytest.mark.xfail(
-    reason="Decoder rejects payloads shorter than the DBC length (EC1: 28 of 40 bytes); "
-    "needs allow_truncated for messages longer than 8 bytes, proposed for decoding.py",
-    strict=False,
-)
 def test_j1939_recording_decodes_through_decoder(j1939_frames: list[Frame]) -> None:
     messages = _reassemble(J1939Reassembler(), j1939_frames)
     decoder = Decoder([DbcSpec(TP_DIR / "tp_j1939.dbc", j1939=True)])
@@ -190,8 +185,8 @@ def test_uds_recording_decodes_with_its_dbc(uds_frames: list[Frame]) -> None:
     assert all(0 <= v <= 100 for v in soc)
     assert set(soc) == {50.0}
 
-    # Temperature is 54 bytes in the DBC but the ECU sends 38 (+1): the Decoder
-    # needs allow_truncated (see the xfail above); decode with cantools meanwhile.
+    # Temperature is 54 bytes in the DBC but the ECU sends 38 (+1); cross-check the
+    # Decoder's truncated decode against cantools' own.
     temperature = decoder.bound[0].dbc.database.get_message_by_name("Temperature")
     outdoor = [
         _truncated(temperature, m.data)["M_SID_0x220100_OutdoorTemp"]
