@@ -185,8 +185,8 @@ def test_uds_recording_decodes_with_its_dbc(uds_frames: list[Frame]) -> None:
     assert all(0 <= v <= 100 for v in soc)
     assert set(soc) == {50.0}
 
-    # Temperature is 54 bytes in the DBC but the ECU sends 38 (+1); cross-check the
-    # Decoder's truncated decode against cantools' own.
+    # Temperature is 54 bytes in the DBC but the ECU sends 38 (+1); read its
+    # values with cantools directly, independently of the Decoder.
     temperature = decoder.bound[0].dbc.database.get_message_by_name("Temperature")
     outdoor = [
         _truncated(temperature, m.data)["M_SID_0x220100_OutdoorTemp"]
