@@ -8,6 +8,7 @@ know this tree::
     ├── DbcError               a DBC file cannot be read or parsed (fix the file)
     ├── SourceError            a log file or CAN interface cannot be read or opened
     ├── ConfigError            the agent's configuration is invalid
+    ├── PlanError              a collection plan cannot be applied (the previous one keeps running)
     ├── UplinkError            the link to the cloud failed (retry later)
     └── OutboxError            the outbox file is corrupt, foreign or failing (move it aside)
 """
@@ -16,7 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AgentError", "ConfigError", "DbcError", "OutboxError", "SourceError", "UplinkError"]
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "DbcError",
+    "OutboxError",
+    "PlanError",
+    "SourceError",
+    "UplinkError",
+]
 
 
 class AgentError(Exception):
@@ -45,6 +54,14 @@ class SourceError(AgentError):
 
 class ConfigError(AgentError):
     """The agent's configuration is invalid or inconsistent."""
+
+
+class PlanError(AgentError):
+    """A collection plan cannot be applied to this car's catalog.
+
+    The message names the plan version, the signal or trigger at fault and why;
+    it goes back to the cloud as the rejection reason.
+    """
 
 
 class UplinkError(AgentError):
