@@ -52,7 +52,7 @@ async def test_gateway_killed_and_restarted_mid_stream_loses_nothing(
     run = asyncio.create_task(agent.run(drain_timeout=120))
     second = None
     try:
-        await asyncio.wait_for(agent.buffer.wait_for_stats(lambda s: s.acked_batches >= 20), 30)
+        await asyncio.wait_for(agent.queue.wait_for_stats(lambda s: s.acked_batches >= 20), 30)
         assert not run.done(), "the replay finished before the cloud could be killed"
         await first.stop(0)  # no grace: streams and in-flight batches are cut
         await asyncio.sleep(0.3)
@@ -109,7 +109,7 @@ async def test_agent_on_a_virtual_bus_streams_every_frame(
                 )
                 sent.append(float(values["Temperature"]))
                 bus.send(can.Message(arbitration_id=0x7FF, data=b"\x00"))  # unknown id: counted
-        await asyncio.wait_for(agent.buffer.wait_for_stats(lambda s: s.acked_samples >= 300), 30)
+        await asyncio.wait_for(agent.queue.wait_for_stats(lambda s: s.acked_samples >= 300), 30)
         agent.stop()
         await asyncio.wait_for(run, 30)
     finally:

@@ -3,7 +3,9 @@
 Settings come from ``TELEHUB_*`` environment variables (see
 ``vehicle_agent.config``); flags given here override them. A DBC is given as
 ``PATH[:BUS[:CHANNEL]]``: decode the frames of CHANNEL (all channels when left
-out) with PATH, naming the bus BUS.
+out) with PATH, naming the bus BUS. A bus is given as
+``NAME=INTERFACE:CHANNEL[:BITRATE]``; its frames carry NAME as their channel,
+so ``--dbc powertrain.dbc:powertrain:powertrain`` decodes them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vehicle_agent.app import Agent
-from vehicle_agent.config import AgentSettings, DbcSettings
+from vehicle_agent.config import AgentSettings, BusSettings, DbcSettings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,10 +34,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--interface", help="python-can interface, e.g. socketcan, virtual, pcan")
     r.add_argument("--channel", help="python-can channel, e.g. can0")
     r.add_argument("--bitrate", type=int)
+    src.add_argument(
+        "--bus", action="append", type=_bus, help="NAME=INTERFACE:CHANNEL[:BITRATE], repeatable"
+    )
+    r.add_argument("--fd", action="store_true", help="open the buses as CAN FD")
+    r.add_argument("--outbox", type=Path, help="the durable outbox file (TELEHUB_OUTBOX)")
+    r.add_argument("--no-outbox", action="store_true", help="keep pending batches in memory only")
     r.add_argument("--realtime", action="store_true", help="replay at the log's own pace")
     r.add_argument("--speed", type=float, help="with --realtime: replay N times faster")
     r.add_argument("--json", action="store_true", help="print the final report as JSON")
     r.set_defaults(handler=_run)
+
+
+def _bus(text: str) -> BusSettings:
+    name, sep, rest = text.partition("=")
+    parts = rest.split(":")
+    if not sep or not name or len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=INTERFACE:CHANNEL[:BITRATE]")
+    bitrate = int(parts[2]) if len(parts) == 3 else None
+    return BusSettings(name=name, interface=parts[0], channel=parts[1], bitrate=bitrate)
 
 
 def _dbc(text: str) -> DbcSettings:
@@ -57,9 +74,16 @@ def _run(args: argparse.Namespace) -> int:
             "channel": args.channel,
             "bitrate": args.bitrate,
             "speed": args.speed,
+            "outbox": args.outbox,
         }.items()
         if value is not None
     }
+    if args.bus:
+        overrides["buses"] = [b.model_copy(update={"fd": args.fd}) for b in args.bus]
+    if args.fd:
+        overrides["fd"] = True
+    if args.no_outbox:
+        overrides["outbox"] = None
     if args.realtime:
         overrides["realtime"] = True
     settings = AgentSettings(**overrides)
@@ -70,6 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(
             f"{report.frames_read:,} frames read, {report.frames_decoded:,} decoded, "
-            f"{report.samples_sent:,} samples sent, {report.samples_acked:,} acknowledged"
+            f"{report.samples_sent:,} samples sent, {report.samples_acked:,} acknowledged, "
+            f"{report.evicted_samples:,} evicted; plan {report.plan_version}, "
+            f"consent {report.consent_version}"
         )
     return 0

@@ -173,6 +173,20 @@ class Batcher:
         batch, self._current = self._current, None
         return None if batch is None else self._close(batch)
 
+    def drop(self, signals: frozenset[int]) -> int:
+        """Drop the open batch's samples of *signals*; return how many."""
+        current = self._current
+        if current is None or not signals:
+            return 0
+        keep = [i for i, index in enumerate(current.signal_index) if index not in signals]
+        dropped = len(current) - len(keep)
+        if dropped:
+            kept = Batch(current.catalog_id)
+            for i in keep:
+                kept.append(current.signal_index[i], current.timestamp_us[i], current.value[i])
+            self._current = kept if len(kept) else None
+        return dropped
+
     def _open(self) -> Batch:
         self._opened_at = self._clock()
         return Batch(self._catalog_id)

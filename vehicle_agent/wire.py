@@ -5,15 +5,53 @@ The only agent module besides the uplink that imports generated ``*_pb2`` code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
 
 from telehub.v1 import telemetry_pb2 as pb
 from vehicle_agent.batching import Batch
 from vehicle_agent.catalog import Catalog
+from vehicle_agent.consent import Consent, Purpose
+from vehicle_agent.errors import PlanError
+from vehicle_agent.faults import FaultChange
+from vehicle_agent.plan import (
+    Plan,
+    SamplingMode,
+    SignalRef,
+    SignalRule,
+    TriggerMode,
+    TriggerRule,
+)
+
+_PURPOSES = {
+    pb.PURPOSE_DIAGNOSTICS: Purpose.DIAGNOSTICS,
+    pb.PURPOSE_AFTER_SALES: Purpose.AFTER_SALES,
+    pb.PURPOSE_LOCATION: Purpose.LOCATION,
+    pb.PURPOSE_RECOMMENDATIONS: Purpose.RECOMMENDATIONS,
+    pb.PURPOSE_ANALYTICS: Purpose.ANALYTICS,
+}
+_MODES = {
+    pb.SAMPLING_MODE_UNSPECIFIED: SamplingMode.EVERY,
+    pb.SAMPLING_MODE_EVERY: SamplingMode.EVERY,
+    pb.SAMPLING_MODE_ON_CHANGE: SamplingMode.ON_CHANGE,
+}
+_TRIGGER_MODES = {
+    pb.TRIGGER_MODE_UNSPECIFIED: TriggerMode.RISING_EDGE,
+    pb.TRIGGER_MODE_RISING_EDGE: TriggerMode.RISING_EDGE,
+    pb.TRIGGER_MODE_ALWAYS: TriggerMode.ALWAYS,
+}
+_FAULT_PROTOCOLS = {"j1939_dm1": pb.FAULT_PROTOCOL_J1939_DM1, "uds": pb.FAULT_PROTOCOL_UDS}
+_FAULT_STATES = {"set": pb.FAULT_STATE_SET, "cleared": pb.FAULT_STATE_CLEARED}
 
 
 def hello(
-    vehicle_id: str, agent_version: str, catalog: Catalog, last_acked_sequence: int
+    vehicle_id: str,
+    agent_version: str,
+    catalog: Catalog,
+    last_acked_sequence: int,
+    *,
+    plan_version: int = 0,
+    consent_version: int = 0,
 ) -> pb.VehicleMessage:
     """The first message of every stream: who the vehicle is and what it can decode."""
     msg = pb.Hello(
@@ -21,6 +59,8 @@ def hello(
         agent_version=agent_version,
         catalog_id=catalog.catalog_id,
         last_acked_sequence=last_acked_sequence,
+        plan_version=plan_version,
+        consent_version=consent_version,
     )
     for dbc in catalog.dbcs:
         msg.dbcs.add(name=dbc.name, sha256=dbc.sha256, bus=dbc.bus)
@@ -61,5 +101,129 @@ def telemetry(batch: Batch) -> pb.VehicleMessage:
             signal_index=batch.signal_index,
             time_delta_us=deltas,
             value=batch.value,
+            evicted=[
+                pb.EvictedSamples(
+                    signal_index=e.signal_index,
+                    samples=e.samples,
+                    first_time_us=e.first_time_us,
+                    last_time_us=e.last_time_us,
+                )
+                for e in batch.evicted
+            ],
+            triggers=[
+                pb.TriggerFired(name=t.name, time_us=t.time_us, plan_version=t.plan_version)
+                for t in batch.triggers
+            ],
         )
     )
+
+
+def fault_report(report_id: int, payload: bytes) -> pb.VehicleMessage:
+    """A pending fault-code report (kept as the bytes of its codes) under its id."""
+    report = pb.FaultCodeReport.FromString(payload)
+    report.report_id = report_id
+    return pb.VehicleMessage(fault_codes=report)
+
+
+# ---------------------------------------------------------------- control messages
+
+
+def _purpose(value: int, where: str) -> Purpose:
+    try:
+        return _PURPOSES[value]  # type: ignore[index]
+    except KeyError:
+        raise PlanError(f"{where}: purpose {value} is not one the agent knows") from None
+
+
+def _ref(ref: pb.SignalRef, where: str) -> SignalRef:
+    if not ref.name:
+        raise PlanError(f"{where}: a signal reference needs a name")
+    return SignalRef(name=ref.name, message=ref.message, bus=ref.bus)
+
+
+def plan_from_wire(msg: pb.CollectionPlan) -> Plan:
+    """The domain plan of a pushed CollectionPlan; :class:`PlanError` for unknown enums."""
+    signals = []
+    for n, s in enumerate(msg.signals):
+        where = f"signal {n + 1} ({s.signal.name or '?'})"
+        if s.mode not in _MODES:
+            raise PlanError(f"{where}: sampling mode {s.mode} is not one the agent knows")
+        signals.append(
+            SignalRule(
+                signal=_ref(s.signal, where),
+                purpose=_purpose(s.purpose, where),
+                mode=_MODES[s.mode],
+                deadband=s.deadband,
+                min_interval_ms=s.min_interval_ms,
+                heartbeat_ms=s.heartbeat_ms,
+                priority=s.priority,
+                quantum=s.quantum,
+            )
+        )
+    triggers = []
+    for t in msg.triggers:
+        where = f"trigger {t.name or '?'}"
+        if t.mode not in _TRIGGER_MODES:
+            raise PlanError(f"{where}: trigger mode {t.mode} is not one the agent knows")
+        triggers.append(
+            TriggerRule(
+                name=t.name,
+                condition=t.condition,
+                mode=_TRIGGER_MODES[t.mode],
+                min_interval_ms=t.min_interval_ms,
+                pre_ms=t.pre_ms,
+                post_ms=t.post_ms,
+                capture=tuple(_ref(c, where) for c in t.capture),
+                purpose=_purpose(t.purpose, where),
+                priority=t.priority,
+            )
+        )
+    return Plan(
+        version=msg.version, name=msg.name, signals=tuple(signals), triggers=tuple(triggers)
+    )
+
+
+def consent_from_wire(msg: pb.ConsentUpdate) -> Consent:
+    """The domain consent; purposes this agent does not know are ignored (not granted)."""
+    known = _PURPOSES.keys()
+    granted = frozenset(_PURPOSES[p] for p in msg.granted if p in known)
+    return Consent(version=msg.version, granted=granted)
+
+
+def consent_to_wire(consent: Consent) -> pb.ConsentUpdate:
+    numbers = {purpose: number for number, purpose in _PURPOSES.items()}
+    return pb.ConsentUpdate(
+        version=consent.version, granted=sorted(numbers[p] for p in consent.granted)
+    )
+
+
+def plan_status(
+    plan_version: int, consent_version: int, rejected_version: int = 0, reason: str = ""
+) -> pb.PlanStatus:
+    return pb.PlanStatus(
+        plan_version=plan_version,
+        state=pb.PLAN_STATE_REJECTED if rejected_version else pb.PLAN_STATE_ACTIVE,
+        rejected_version=rejected_version,
+        reason=reason,
+        consent_version=consent_version,
+    )
+
+
+def fault_codes(changes: Iterable[FaultChange]) -> bytes:
+    """The payload of one fault-code report (its id is given when it is sent)."""
+    report = pb.FaultCodeReport()
+    for c in changes:
+        report.codes.add(
+            protocol=_FAULT_PROTOCOLS.get(c.protocol, pb.FAULT_PROTOCOL_UNSPECIFIED),
+            bus=c.bus,
+            source=c.source,
+            code=c.code,
+            state=_FAULT_STATES.get(c.state, pb.FAULT_STATE_UNSPECIFIED),
+            time_us=c.time_us,
+            spn=c.spn,
+            fmi=c.fmi,
+            occurrences=c.occurrences,
+            dtc=c.dtc,
+            status=c.status,
+        )
+    return report.SerializeToString()

@@ -99,3 +99,15 @@ def test_batch_priority_is_the_highest_of_its_signals() -> None:
     assert first is not None
     assert second is not None
     assert (first.priority, second.priority) == (2, 5)
+
+
+def test_drop_filters_the_open_batch() -> None:
+    b = Batcher(1, max_samples=10)
+    b.add([(0, 1, 1.0), (1, 1, 2.0), (0, 2, 3.0)])
+    assert b.drop(frozenset({1})) == 1
+    kept = b.flush()
+    assert kept is not None
+    assert (list(kept.signal_index), list(kept.value)) == ([0, 0], [1.0, 3.0])
+    b.add([(1, 3, 4.0)])
+    assert b.drop(frozenset({1})) == 1
+    assert b.flush() is None
