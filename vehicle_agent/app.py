@@ -210,6 +210,7 @@ class Agent:
             batch_max_samples=settings.batch_max_samples,
             batch_max_age=settings.batch_max_age,
             compression=settings.compression,
+            backoff=Backoff(initial=settings.reconnect_initial, maximum=settings.reconnect_max),
             progress=progress,
             location_quantum=settings.location_quantum,
             default_purpose=settings.default_purpose,

@@ -80,6 +80,8 @@ class AgentSettings(BaseSettings):
     batch_max_samples: int = Field(default=1000, ge=1, le=50_000)
     batch_max_age: float = Field(default=1.0, gt=0)
     compression: bool = True
+    reconnect_initial: float = Field(default=0.2, gt=0, description="first retry delay, s")
+    reconnect_max: float = Field(default=30.0, gt=0, description="longest retry delay, s")
 
     # The durable outbox; None keeps batches in memory only (lost on a crash).
     outbox: Path | None = Path("telehub-agent") / "outbox.sqlite"

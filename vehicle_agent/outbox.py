@@ -113,10 +113,24 @@ def _decode_counts(text: str) -> list[EvictedCount]:
     return [EvictedCount(s, n, f, la) for s, n, f, la in json.loads(text)]
 
 
+# SQLite integers are signed 64-bit; the catalog id is an unsigned 64-bit digest,
+# so it is stored with the same bits, read as signed.
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def _signed(value: int) -> int:
+    return value - _U64 if value > _I64_MAX else value
+
+
+def _unsigned(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
 def _row(batch: Batch, size: int) -> tuple[object, ...]:
     triggers = json.dumps([[t.name, t.time_us, t.plan_version] for t in batch.triggers])
     return (
-        batch.catalog_id,
+        _signed(batch.catalog_id),
         batch.priority,
         batch.position,
         time.time_ns() // 1000,
@@ -138,7 +152,7 @@ _Row = tuple[int, int, int, int, bytes, bytes, bytes, str, str]
 def _batch(row: _Row) -> Batch:
     seq, catalog, priority, position, signals, stamps, values, evicted, triggers = row
     return Batch(
-        catalog_id=catalog,
+        catalog_id=_unsigned(catalog),
         signal_index=_int_column("I", signals),
         timestamp_us=_int_column("q", stamps),
         value=_float_column(values),

@@ -252,3 +252,17 @@ async def test_kills_at_random_moments_lose_nothing_promised(tmp_path: Path) -> 
             positions = [promised.get(s) for s in everything]
             known = [p for p in positions if p is not None]
             assert known == sorted(known)
+
+
+async def test_unsigned_64_bit_catalog_ids_round_trip(tmp_path: Path) -> None:
+    # Catalog ids are unsigned 64-bit digests; SQLite integers are signed.
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as outbox:
+        for catalog_id in (2**64 - 1, 2**63, 2**63 - 1, 0):
+            batch = Batch(catalog_id=catalog_id)
+            batch.append(1, 2, 3.0)
+            await outbox.put(batch)
+    with Outbox(path) as reopened:
+        await reopened.on_welcome(0)
+        got = [(await reopened.next_after(seq)).catalog_id for seq in range(4)]
+    assert got == [2**64 - 1, 2**63, 2**63 - 1, 0]
