@@ -13,12 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vehicle_agent.app import Agent
+from google.protobuf.json_format import MessageToDict
+
+from telehub.v1 import telemetry_pb2 as pb
+from vehicle_agent.app import HEALTH_STATE, Agent
 from vehicle_agent.config import AgentSettings, BusSettings, DbcSettings
+from vehicle_agent.control import CONSENT_STATE, PLAN_STATE
+from vehicle_agent.outbox import inspect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +50,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--speed", type=float, help="with --realtime: replay N times faster")
     r.add_argument("--json", action="store_true", help="print the final report as JSON")
     r.set_defaults(handler=_run)
+    st = agent_sub.add_parser(
+        "status", help="what the agent's outbox holds and its latest counters (read-only)"
+    )
+    st.add_argument(
+        "--outbox",
+        type=Path,
+        default=AgentSettings.model_fields["outbox"].default,
+        help="the outbox file (default: %(default)s)",
+    )
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(handler=_status)
 
 
 def _bus(text: str) -> BusSettings:
@@ -98,4 +115,66 @@ def _run(args: argparse.Namespace) -> int:
             f"{report.evicted_samples:,} evicted; plan {report.plan_version}, "
             f"consent {report.consent_version}"
         )
+    return 0
+
+
+def status(path: Path) -> dict[str, Any]:
+    """The outbox's contents and the agent's last saved counters, as plain data."""
+    summary = inspect(path)
+    plan = consent = health = None
+    if (raw := summary.state.get(PLAN_STATE)) is not None:
+        p = pb.CollectionPlan.FromString(raw)
+        plan = {
+            "version": p.version,
+            "name": p.name,
+            "signals": len(p.signals),
+            "triggers": len(p.triggers),
+        }
+    if (raw := summary.state.get(CONSENT_STATE)) is not None:
+        c = pb.ConsentUpdate.FromString(raw)
+        consent = {
+            "version": c.version,
+            "granted": sorted(
+                pb.Purpose.Name(g).removeprefix("PURPOSE_").lower() for g in c.granted
+            ),
+        }
+    if (raw := summary.state.get(HEALTH_STATE)) is not None:
+        health = MessageToDict(pb.AgentHealth.FromString(raw), preserving_proto_field_name=True)
+    return {
+        "outbox": str(summary.path),
+        "pending_batches": summary.batches,
+        "pending_samples": summary.samples,
+        "pending_bytes": summary.size_bytes,
+        "sequences": [summary.first_sequence, summary.last_sequence],
+        "oldest_pending_age_s": (
+            None
+            if summary.oldest_created_us is None
+            else round(time.time() - summary.oldest_created_us / 1e6, 1)
+        ),
+        "pending_reports": summary.reports,
+        "next_sequence": summary.next_sequence,
+        "never_connected": summary.provisional,
+        "resume_position": summary.resume_position,
+        "evicted_not_yet_reported": summary.pending_evicted_samples,
+        "plan": plan or {"version": 0, "name": "default (every signal, every sample)"},
+        "consent": consent or {"version": 0, "granted": "default (every purpose but location)"},
+        "last_counters": health,
+    }
+
+
+def _status(args: argparse.Namespace) -> int:
+    data = status(args.outbox)
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if key == "last_counters":
+            continue
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    health = data["last_counters"]
+    if health:
+        print("last counters:")
+        for key, value in health.items():
+            print(f"  {key}: {value}")
     return 0

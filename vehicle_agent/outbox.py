@@ -26,6 +26,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -41,7 +42,7 @@ from vehicle_agent.buffer import (
 from vehicle_agent.errors import OutboxError
 from vehicle_agent.pending import OverflowPolicy
 
-__all__ = ["ROW_OVERHEAD", "SCHEMA_VERSION", "Outbox"]
+__all__ = ["ROW_OVERHEAD", "SCHEMA_VERSION", "Outbox", "OutboxSummary", "inspect"]
 
 #: ``PRAGMA application_id`` of an outbox file ("THOB"): tells it from any other SQLite file.
 APPLICATION_ID = 0x54484F42
@@ -407,3 +408,66 @@ class Outbox(QueueCore):
             conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
         self._transaction(body)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSummary:
+    """What an outbox file holds, read without opening it for writing."""
+
+    path: Path
+    batches: int
+    samples: int
+    size_bytes: int
+    first_sequence: int | None
+    last_sequence: int | None
+    oldest_created_us: int | None
+    reports: int
+    next_sequence: int
+    provisional: bool
+    resume_position: int
+    pending_evicted_samples: int
+    state: dict[str, bytes]
+
+
+def inspect(path: Path) -> OutboxSummary:
+    """Summarise the outbox at *path* read-only (safe while an agent runs on it).
+
+    Raises :class:`OutboxError` when the file is missing or is not an outbox.
+    """
+    if not path.is_file():
+        raise OutboxError(path, "no such file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise OutboxError(path, str(exc)) from exc
+    try:
+        (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+        if application_id != APPLICATION_ID:
+            raise OutboxError(path, "not a telehub outbox")
+        batches, samples, size, first, last, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(samples), 0), coalesce(sum(size), 0),"
+            " min(sequence), max(sequence), min(created_us) FROM batch"
+        ).fetchone()
+        (reports,) = conn.execute("SELECT count(*) FROM report").fetchone()
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        state = {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM state")}
+    except sqlite3.Error as exc:
+        raise OutboxError(path, str(exc)) from exc
+    finally:
+        conn.close()
+    pending = _decode_counts(str(meta.get("pending_evictions", "[]")))
+    return OutboxSummary(
+        path=path,
+        batches=int(batches),
+        samples=int(samples),
+        size_bytes=int(size),
+        first_sequence=first,
+        last_sequence=last,
+        oldest_created_us=oldest,
+        reports=int(reports),
+        next_sequence=int(meta.get("next_sequence", 1)),
+        provisional=bool(int(meta.get("provisional", 1))),
+        resume_position=int(meta.get("resume_position", -1)),
+        pending_evicted_samples=sum(c.samples for c in pending),
+        state=state,
+    )
