@@ -31,9 +31,10 @@ from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import start_gateway
 from cloud.store import TenantRegistry, TenantStore
-from vehicle_agent.app import Agent, AgentReport
+from vehicle_agent.app import Agent, AgentReport, outbox_or_buffer
 from vehicle_agent.catalog import DbcSpec
 from vehicle_agent.decoding import Decoder
+from vehicle_agent.pending import OverflowPolicy
 from vehicle_agent.sources import LogSource
 
 TENANT = "demo-motors"
@@ -136,7 +137,8 @@ async def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
             for rec in recordings(demo_data()):
                 store.enroll_vehicle(rec.vehicle_id)
                 token = issue_token(TENANT, rec.vehicle_id, settings.tenants[TENANT].token_secret)
-                report = await _replay(rec, token, gateway.target, console)
+                outbox = data_dir / "agents" / rec.vehicle_id / "outbox.sqlite"
+                report = await _replay(rec, token, gateway.target, outbox, console)
                 vehicles.append(_vehicle_summary(rec, report, store))
         elapsed = time.monotonic() - started
     finally:
@@ -144,7 +146,9 @@ async def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
     return _summary(vehicles, elapsed, data_dir)
 
 
-async def _replay(rec: Recording, token: str, target: str, console: Console) -> AgentReport:
+async def _replay(
+    rec: Recording, token: str, target: str, outbox: Path, console: Console
+) -> AgentReport:
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -160,9 +164,15 @@ async def _replay(rec: Recording, token: str, target: str, console: Console) -> 
             gateway=target,
             decoder=Decoder(rec.dbcs),
             source=LogSource(Path(rec.log)),
+            queue=outbox_or_buffer(
+                outbox, max_bytes=256 * 1024 * 1024, policy=OverflowPolicy.BLOCK
+            ),
             progress=lambda n: progress.update(task, completed=n),
         )
-        return await agent.run(drain_timeout=120)
+        try:
+            return await agent.run(drain_timeout=120)
+        finally:
+            agent.queue.close()
 
 
 def _vehicle_summary(rec: Recording, report: AgentReport, store: TenantStore) -> dict[str, Any]:
@@ -255,6 +265,11 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             f"  {a['frames_read']:,} frames, {a['frames_decoded']:,} decoded, "
             f"{a['samples_sent']:,} samples sent, {v['samples_stored']:,} stored, "
             f"ack latency p50 {_ms(a['ack_p50_ms'])} p99 {_ms(a['ack_p99_ms'])}"
+        )
+        console.print(
+            f"  plan {a['plan_version']} (0: every signal), consent {a['consent_version']}, "
+            f"{a['evicted_samples']:,} evicted, {a['fault_changes']:,} fault-code changes, "
+            f"frames by bus {a['frames_by_bus']}"
         )
 
 
