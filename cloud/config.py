@@ -4,6 +4,10 @@ Built once by the entrypoint (``CloudSettings()`` reads ``TELEHUB_*`` variables)
 and passed down; nothing here runs at import time. Nested values use ``__``,
 e.g. ``TELEHUB_TENANTS__ACME__TOKEN_SECRET=...`` or
 ``TELEHUB_TENANTS__ACME__DATABASE_URL=postgresql+psycopg://...``.
+
+``default_consent`` is the consent a vehicle has until its owner's consent is
+set (consent version 0); a tenant may override the deployment's default. See
+``cloud.control`` for how version 0 is agreed with the car.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.domain import AGENT_DEFAULT_PURPOSES, Purpose
 
 __all__ = ["MIN_SECRET_BYTES", "CloudSettings", "TenantSettings"]
 
@@ -29,6 +35,8 @@ class TenantSettings(BaseModel):
     #: ``None`` keeps the tenant in a SQLite file under ``CloudSettings.data_dir``.
     database_url: str | None = None
     token_secret: SecretStr
+    #: ``None`` uses ``CloudSettings.default_consent``.
+    default_consent: frozenset[Purpose] | None = None
 
     @field_validator("token_secret")
     @classmethod
@@ -54,6 +62,11 @@ class CloudSettings(BaseSettings):
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     #: Seconds running streams get to finish on shutdown before they are cancelled.
     grace_seconds: float = Field(default=5.0, ge=0)
+    #: Consent of a vehicle whose owner's consent was never set: every purpose but location.
+    default_consent: frozenset[Purpose] = Field(default=AGENT_DEFAULT_PURPOSES)
+    #: How often a live session re-reads its vehicle's plan and consent versions, so
+    #: that a change made by another process (the CLI, another gateway) reaches the car.
+    control_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -83,6 +96,14 @@ class CloudSettings(BaseSettings):
         if configured is not None:
             return configured
         return f"sqlite:///{self.data_dir / f'{tenant}.db'}"
+
+    def default_consent_of(self, tenant: str) -> frozenset[Purpose]:
+        """The consent ``tenant``'s vehicles have until one is set (version 0).
+
+        Raises ``KeyError`` for a tenant that is not configured.
+        """
+        own = self.tenants[tenant].default_consent
+        return own if own is not None else self.default_consent
 
     def token_secrets(self) -> dict[str, SecretStr]:
         """Every tenant's token signing key, by tenant name."""

@@ -12,6 +12,10 @@
     ├── InvalidHello         a hello whose catalog cannot be used
     ├── InvalidBatch         a batch that fails validation (carries its sequence)
     │   └── BatchTooLarge    more samples than the gateway accepts
+    ├── InvalidReport        a fault-code report, health report or plan status that
+    │                        fails validation
+    ├── InvalidPlan          a collection-plan document (or consent) an operator wrote
+    │                        that cannot be accepted; nothing was stored
     ├── StoreError           the tenant's database failed; nothing was committed
     └── ListenError          the gateway cannot bind its address
 
@@ -28,6 +32,8 @@ __all__ = [
     "CloudError",
     "InvalidBatch",
     "InvalidHello",
+    "InvalidPlan",
+    "InvalidReport",
     "ListenError",
     "MalformedMessage",
     "NotPermitted",
@@ -81,6 +87,14 @@ class InvalidBatch(CloudError):
 
 class BatchTooLarge(InvalidBatch):
     """A batch holds more samples than the gateway accepts."""
+
+
+class InvalidReport(CloudError):
+    """A fault-code report, health report or plan status failed validation; nothing was stored."""
+
+
+class InvalidPlan(CloudError):
+    """A collection plan or consent change cannot be accepted; the message lists every reason."""
 
 
 class StoreError(CloudError):

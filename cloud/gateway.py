@@ -1,10 +1,16 @@
 """The gRPC servicer of ``telehub.v1.TelemetryGateway``: one stream per vehicle.
 
 A stream is authenticated from its ``authorization: Bearer <token>`` metadata,
-must start with a Hello naming the token's vehicle, then carries batches. Each
-batch is validated and committed to the tenant's store before its Ack is sent,
-so an acknowledged batch is never lost; a resent batch is acknowledged as a
-duplicate and not stored twice.
+must start with a Hello naming the token's vehicle, then carries batches,
+fault-code reports, health and plan status (see ``cloud.session``). Each
+batch is validated and committed to the tenant's store before its Ack is
+sent, so an acknowledged batch is never lost; a resent batch is acknowledged
+as a duplicate and not stored twice. The cloud pushes the vehicle's plan and
+consent on the same stream.
+
+The session runs as its own task and hands its replies to the response
+stream through a small bounded queue, so reading the vehicle and pushing
+control messages go on concurrently while the vehicle's pace bounds both.
 
 Every failure ends the stream with a gRPC status that says why; failures after
 authentication first send an ``Error`` message (with the batch's sequence when
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -25,13 +31,15 @@ import grpc.aio
 from google.protobuf.message import DecodeError
 
 from cloud.auth import TokenVerifier
-from cloud.domain import CatalogMap, IngestResult, SignalDef, VehicleIdentity
+from cloud.control import ControlHub
+from cloud.domain import VehicleIdentity
 from cloud.errors import (
     AuthError,
     BatchTooLarge,
     CloudError,
     InvalidBatch,
     InvalidHello,
+    InvalidReport,
     MalformedMessage,
     NotPermitted,
     ProtocolError,
@@ -39,8 +47,8 @@ from cloud.errors import (
     UnknownTenant,
     UnknownVehicle,
 )
-from cloud.store import TenantRegistry, TenantStore
-from cloud.wire import catalog_from_hello, decode_batch
+from cloud.session import VehicleSession
+from cloud.store import TenantRegistry
 from telehub.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 __all__ = ["TelemetryGatewayServicer", "grpc_status"]
@@ -60,11 +68,16 @@ _STATUS: tuple[tuple[type[CloudError], grpc.StatusCode], ...] = (
     (InvalidHello, grpc.StatusCode.INVALID_ARGUMENT),
     (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidBatch, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidReport, grpc.StatusCode.INVALID_ARGUMENT),
     # Nothing was acknowledged: the agent keeps the batch and retries.
     (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
 
 _STORE_UNAVAILABLE = "the tenant store is unavailable; retry later"
+
+#: Replies waiting for the vehicle to read them (acks, plans, ...). Small: when
+#: the vehicle reads slowly, the session waits instead of piling replies up.
+_REPLY_QUEUE = 16
 
 
 def grpc_status(error: CloudError) -> tuple[grpc.StatusCode, str]:
@@ -77,23 +90,30 @@ def grpc_status(error: CloudError) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
-@dataclass
-class _StreamState:
-    """What the error handler of a stream needs to know about it."""
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """The last item of the reply queue: the session is over, with this error or none."""
 
-    #: Sequence of the batch being validated or stored, 0 between batches.
-    in_flight: int = 0
+    error: BaseException | None
 
 
 class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
-    """Authenticates vehicles, validates their batches and stores them in their tenant."""
+    """Authenticates vehicles and serves their sessions in their tenant's store."""
 
     def __init__(
-        self, registry: TenantRegistry, verifier: TokenVerifier, *, max_batch_samples: int
+        self,
+        registry: TenantRegistry,
+        verifier: TokenVerifier,
+        *,
+        max_batch_samples: int,
+        hub: ControlHub | None = None,
+        control_poll_seconds: float = 5.0,
     ) -> None:
         self._registry = registry
         self._verifier = verifier
         self._max_batch_samples = max_batch_samples
+        self._hub = hub
+        self._control_poll_seconds = control_poll_seconds
 
     async def Connect(
         self,
@@ -105,14 +125,34 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
         except AuthError as exc:
             code, reason = grpc_status(exc)
             await context.abort(code, reason)
-        stream = _StreamState()
+        replies: asyncio.Queue[telemetry_pb2.CloudMessage | _Ended] = asyncio.Queue(_REPLY_QUEUE)
+        session = VehicleSession(
+            identity,
+            self._registry,
+            replies.put,
+            hub=self._hub,
+            max_batch_samples=self._max_batch_samples,
+            control_poll_seconds=self._control_poll_seconds,
+        )
+        task = asyncio.create_task(
+            _run(session, _parsed(request_iterator), replies),
+            name=f"session {identity.tenant}/{identity.vehicle_id}",
+        )
         try:
-            async for reply in self._session(identity, _parsed(request_iterator), stream):
-                yield reply
+            try:
+                while not isinstance(item := await replies.get(), _Ended):
+                    yield item
+            finally:
+                # However the call ends (the vehicle vanished, the server stops, the
+                # session failed), the session task ends with it.
+                task.cancel()
+                await asyncio.wait([task])
+            if item.error is not None:
+                raise item.error
         except CloudError as exc:
             code, reason = grpc_status(exc)
             # A store failure while a batch was in flight is about that batch too.
-            failed = exc.sequence if isinstance(exc, InvalidBatch) else stream.in_flight
+            failed = exc.sequence if isinstance(exc, InvalidBatch) else session.in_flight
             if isinstance(exc, StoreError):
                 logger.warning("%s/%s: %s", identity.tenant, identity.vehicle_id, exc)
             else:
@@ -124,7 +164,7 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
                 "stream of %s/%s failed (batch in flight: %d)",
                 identity.tenant,
                 identity.vehicle_id,
-                stream.in_flight,
+                session.in_flight,
             )
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -141,87 +181,19 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
             raise AuthError("missing authorization metadata ('Bearer <token>')")
         return self._verifier.verify(token)
 
-    async def _session(
-        self,
-        identity: VehicleIdentity,
-        requests: AsyncIterator[telemetry_pb2.VehicleMessage],
-        stream: _StreamState,
-    ) -> AsyncIterator[telemetry_pb2.CloudMessage]:
-        first = await anext(aiter(requests), None)
-        if first is None:
-            return  # the vehicle closed its side before saying anything
-        if first.WhichOneof("body") != "hello":
-            raise ProtocolError(
-                f"the first message must be a hello, got {first.WhichOneof('body') or 'nothing'}"
-            )
-        hello = first.hello
-        if hello.vehicle_id != identity.vehicle_id:
-            raise NotPermitted(
-                f"the token is for vehicle {identity.vehicle_id!r} "
-                f"but the hello names {hello.vehicle_id!r}"
-            )
-        signals = catalog_from_hello(hello)
-        store = await asyncio.to_thread(self._registry.store, identity.tenant)
-        catalog, last_stored = await asyncio.to_thread(
-            _open_session, store, identity, hello.agent_version, hello.catalog_id, signals
-        )
-        if hello.last_acked_sequence > last_stored:
-            # The agent believes more was acknowledged than is stored: worth an
-            # operator's look (a restored database, or a second deployment).
-            logger.warning(
-                "%s/%s says sequence %d was acknowledged but the store ends at %d",
-                identity.tenant,
-                identity.vehicle_id,
-                hello.last_acked_sequence,
-                last_stored,
-            )
-        yield telemetry_pb2.CloudMessage(
-            welcome=telemetry_pb2.Welcome(
-                tenant=identity.tenant,
-                last_stored_sequence=last_stored,
-                max_batch_samples=self._max_batch_samples,
-            )
-        )
 
-        async for message in requests:
-            kind = message.WhichOneof("body")
-            if kind == "batch":
-                stream.in_flight = message.batch.sequence
-                result = await asyncio.to_thread(
-                    self._store_batch, store, identity, hello.catalog_id, catalog, message.batch
-                )
-                yield telemetry_pb2.CloudMessage(
-                    ack=telemetry_pb2.Ack(
-                        sequence=stream.in_flight,
-                        samples_stored=result.stored,
-                        duplicate=result.duplicate,
-                    )
-                )
-                stream.in_flight = 0
-            elif kind == "hello":
-                raise ProtocolError("a stream carries one hello; reconnect to send another")
-            else:
-                # A newer agent's kind of message (a planned oneof arm) this gateway
-                # does not know yet: skipping it keeps old gateways compatible.
-                logger.debug("%s: skipped a message of unknown kind", identity.vehicle_id)
-
-    def _store_batch(
-        self,
-        store: TenantStore,
-        identity: VehicleIdentity,
-        catalog_id: int,
-        catalog: CatalogMap,
-        batch: telemetry_pb2.TelemetryBatch,
-    ) -> IngestResult:
-        # Runs in a worker thread: decoding a large batch is CPU work the event
-        # loop should not wait for either.
-        columns = decode_batch(
-            batch,
-            catalog_id=catalog_id,
-            signal_ids=catalog.signal_ids,
-            max_samples=self._max_batch_samples,
-        )
-        return store.ingest(identity.vehicle_id, batch.sequence, columns)
+async def _run(
+    session: VehicleSession,
+    requests: AsyncIterator[telemetry_pb2.VehicleMessage],
+    replies: asyncio.Queue[telemetry_pb2.CloudMessage | _Ended],
+) -> None:
+    """Run the session and always end the reply queue with how it ended."""
+    error: BaseException | None = None
+    try:
+        await session.run(requests)
+    except Exception as exc:  # handed to Connect, which maps and logs it
+        error = exc
+    await replies.put(_Ended(error))
 
 
 async def _parsed(
@@ -238,22 +210,6 @@ async def _parsed(
             # grpc parses lazily, as the servicer reads: this is where garbage enters.
             raise MalformedMessage(f"malformed message on the stream: {exc}") from exc
         yield message
-
-
-def _open_session(
-    store: TenantStore,
-    identity: VehicleIdentity,
-    agent_version: str,
-    catalog_id: int,
-    signals: Sequence[SignalDef],
-) -> tuple[CatalogMap, int]:
-    """Everything a hello needs from the store, in one worker-thread hop."""
-    if not store.is_enrolled(identity.vehicle_id):
-        raise UnknownVehicle(
-            f"vehicle {identity.vehicle_id!r} is not enrolled in tenant {identity.tenant!r}"
-        )
-    catalog = store.register_catalog(identity.vehicle_id, agent_version, catalog_id, signals)
-    return catalog, store.last_sequence(identity.vehicle_id)
 
 
 def _error(code: grpc.StatusCode, reason: str, sequence: int) -> telemetry_pb2.CloudMessage:

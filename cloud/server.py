@@ -4,7 +4,8 @@
 ``telehub.v1.TelemetryGateway`` and the standard ``grpc.health.v1.Health``
 service, and returns a ``GatewayServer`` whose ``stop`` first reports
 NOT_SERVING (so load balancers stop routing new vehicles here) and then lets
-running streams finish for the grace period.
+running streams finish for the grace period. Its ``control`` service sets
+plans and consent and reaches this server's live sessions at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 
 from cloud.auth import TokenVerifier
 from cloud.config import CloudSettings
+from cloud.control import ControlHub, ControlService
 from cloud.errors import ListenError
 from cloud.gateway import TelemetryGatewayServicer
 from cloud.store import TenantRegistry
@@ -40,11 +42,16 @@ class GatewayServer:
     """A started gateway; stop it with ``stop`` or by leaving ``async with``."""
 
     def __init__(
-        self, server: grpc.aio.Server, health_servicer: HealthServicer, target: str
+        self,
+        server: grpc.aio.Server,
+        health_servicer: HealthServicer,
+        target: str,
+        control: ControlService,
     ) -> None:
         self._server = server
         self._health = health_servicer
         self._target = target
+        self._control = control
         self._stopped = False
         self._stop_lock = asyncio.Lock()
 
@@ -57,6 +64,11 @@ class GatewayServer:
     def port(self) -> int:
         """The bound TCP port (the one picked when ``listen`` asked for port 0)."""
         return int(self._target.rsplit(":", 1)[1])
+
+    @property
+    def control(self) -> ControlService:
+        """Sets plans and consent; this server's live sessions hear of it at once."""
+        return self._control
 
     @property
     def stopped(self) -> bool:
@@ -96,8 +108,14 @@ async def start_gateway(
     registry: TenantRegistry,
     *,
     verifier: TokenVerifier | None = None,
+    hub: ControlHub | None = None,
 ) -> GatewayServer:
-    """Bind ``settings.listen`` and start serving; the registry stays the caller's to close."""
+    """Bind ``settings.listen`` and start serving; the registry stays the caller's to close.
+
+    ``hub`` connects control changes to the live sessions; by default the server
+    has its own (reach it through ``GatewayServer.control``).
+    """
+    hub = hub if hub is not None else ControlHub()
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -115,6 +133,8 @@ async def start_gateway(
         registry,
         verifier if verifier is not None else TokenVerifier(settings.token_secrets()),
         max_batch_samples=settings.max_batch_samples,
+        hub=hub,
+        control_poll_seconds=settings.control_poll_seconds,
     )
     telemetry_pb2_grpc.add_TelemetryGatewayServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
@@ -129,7 +149,12 @@ async def start_gateway(
     await server.start()
     for service in ("", GATEWAY_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return GatewayServer(server, health_servicer, _dial_target(settings.listen, port))
+    return GatewayServer(
+        server,
+        health_servicer,
+        _dial_target(settings.listen, port),
+        ControlService(registry, hub),
+    )
 
 
 def _dial_target(listen: str, port: int) -> str:

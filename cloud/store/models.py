@@ -7,6 +7,10 @@ Unsigned 64-bit values (the agent's ``catalog_id``) do not fit a signed
 BIGINT, so they are stored two's-complement: ``to_signed64`` on the way in,
 ``to_unsigned64`` on the way out. Sequences stay below 2**63 (the gateway
 rejects larger ones), so they are stored as they are.
+
+Tables added after the first release are only ever new tables (no new
+columns on existing ones), so ``create_all`` upgrades an existing database
+until Alembic takes over.
 """
 
 from __future__ import annotations
@@ -31,12 +35,20 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from cloud.store.dialect import BIG_ID
 
 __all__ = [
+    "AgentHealthRow",
     "Base",
     "Batch",
+    "ConsentRow",
+    "EvictionRow",
+    "FaultCodeRow",
     "LatestState",
+    "PlanRow",
+    "PlanStatusRow",
     "Sample",
     "Signal",
+    "TriggerRow",
     "Vehicle",
+    "VehicleSignal",
     "create_schema",
     "to_signed64",
     "to_unsigned64",
@@ -141,6 +153,139 @@ class LatestState(Base):
     ts_us: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float]
     updated_at: Mapped[datetime]
+
+
+class VehicleSignal(Base):
+    """The vehicle's catalog as registered at its last hello: which signals it can decode."""
+
+    __tablename__ = "vehicle_signals"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    signal_id: Mapped[int] = mapped_column(ForeignKey("signals.id"), primary_key=True)
+
+
+class EvictionRow(Base):
+    """Samples the car's outbox evicted, stored in the transaction of the batch reporting them."""
+
+    __tablename__ = "evictions"
+    __table_args__ = (Index("ix_evictions_vehicle_sequence", "vehicle_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    signal_id: Mapped[int] = mapped_column(ForeignKey("signals.id"))
+    samples: Mapped[int] = mapped_column(BigInteger)
+    first_ts_us: Mapped[int] = mapped_column(BigInteger)
+    last_ts_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class TriggerRow(Base):
+    """A condition-triggered capture that fired, stored with the batch that reported it."""
+
+    __tablename__ = "trigger_firings"
+    __table_args__ = (Index("ix_trigger_firings_vehicle_ts", "vehicle_id", "ts_us"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str]
+    ts_us: Mapped[int] = mapped_column(BigInteger)
+    plan_version: Mapped[int] = mapped_column(BigInteger)
+
+
+class PlanRow(Base):
+    """Every version of every vehicle's collection plan; the highest version is the current one."""
+
+    __tablename__ = "collection_plans"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str]
+    #: The validated plan document, normalised (signal references as objects).
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class PlanStatusRow(Base):
+    """What the car last reported about its plan (one row per vehicle, replaced on report)."""
+
+    __tablename__ = "plan_status"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    running_version: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str]
+    #: The newest version the car refused, 0 when none is outstanding.
+    rejected_version: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str]
+    consent_version: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[datetime]
+
+
+class ConsentRow(Base):
+    """Every version of the owner's consent; the highest version is in force."""
+
+    __tablename__ = "consents"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: Granted purposes, sorted; every other purpose is withdrawn.
+    purposes: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class FaultCodeRow(Base):
+    """A fault code set or cleared; the unique key makes a resent report store nothing twice."""
+
+    __tablename__ = "fault_codes"
+    __table_args__ = (
+        UniqueConstraint(
+            "vehicle_id", "protocol", "bus", "source", "code", "state", "ts_us",
+            name="uq_fault_codes_event",
+        ),
+        Index("ix_fault_codes_vehicle_ts", "vehicle_id", "ts_us"),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    report_id: Mapped[int] = mapped_column(BigInteger)
+    protocol: Mapped[str]
+    bus: Mapped[str]
+    source: Mapped[int] = mapped_column(BigInteger)
+    code: Mapped[str]
+    state: Mapped[str]
+    #: CAN time of the frame that set or cleared the code.
+    ts_us: Mapped[int] = mapped_column(BigInteger)
+    spn: Mapped[int] = mapped_column(BigInteger)
+    fmi: Mapped[int]
+    occurrences: Mapped[int] = mapped_column(BigInteger)
+    dtc: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]
+
+
+class AgentHealthRow(Base):
+    """Every health report of every agent (retention comes with the retention job)."""
+
+    __tablename__ = "agent_health"
+    __table_args__ = (Index("ix_agent_health_vehicle_received", "vehicle_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    received_at: Mapped[datetime]
+    time_us: Mapped[int] = mapped_column(BigInteger)
+    uptime_ms: Mapped[int] = mapped_column(BigInteger)
+    frames_by_bus: Mapped[dict[str, int]] = mapped_column(JSON)
+    decode_errors: Mapped[int] = mapped_column(BigInteger)
+    unknown_ids: Mapped[int] = mapped_column(BigInteger)
+    outbox_batches: Mapped[int] = mapped_column(BigInteger)
+    outbox_bytes: Mapped[int] = mapped_column(BigInteger)
+    evicted_samples: Mapped[int] = mapped_column(BigInteger)
+    reconnects: Mapped[int] = mapped_column(BigInteger)
+    ack_latency_p50_ms: Mapped[float]
+    ack_latency_p99_ms: Mapped[float]
+    plan_version: Mapped[int] = mapped_column(BigInteger)
+    consent_version: Mapped[int] = mapped_column(BigInteger)
+    counters: Mapped[dict[str, int]] = mapped_column(JSON)
 
 
 def create_schema(engine: Engine) -> None:

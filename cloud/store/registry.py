@@ -41,7 +41,10 @@ class TenantRegistry:
             if store is None:
                 if tenant not in self._settings.tenants:
                     raise UnknownTenant(f"tenant {tenant!r} is not configured")
-                store = TenantStore.open(self._settings.database_url(tenant))
+                store = TenantStore.open(
+                    self._settings.database_url(tenant),
+                    default_consent=self._settings.default_consent_of(tenant),
+                )
                 self._stores[tenant] = store
             return store
 

@@ -5,60 +5,75 @@ so the store is safe to call from many threads at once; the gateway calls it
 through ``asyncio.to_thread`` so the event loop never waits on the database.
 Rows are written with Core statements (no ORM objects per sample), and every
 ``SQLAlchemyError`` leaves as ``StoreError`` after the transaction rolled back.
+
+This module holds vehicles, catalogs and telemetry; plans and consent live in
+``cloud.store.control``, fault codes and health in ``cloud.store.diagnostics``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, case, func, select, update
+from sqlalchemy import ColumnElement, Engine, case, delete, exists, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.domain import (
+    AGENT_DEFAULT_PURPOSES,
     CatalogMap,
+    Eviction,
     IngestResult,
     LatestValue,
+    Purpose,
     SampleColumns,
     SignalDef,
     SignalStats,
+    StoredEviction,
+    StoredTrigger,
+    TriggerMark,
     newest_per_signal,
 )
-from cloud.errors import StoreError, UnknownVehicle
+from cloud.errors import StoreError
+from cloud.store.base import describe, now, require_vehicle, table, vehicle_pk
+from cloud.store.control import ControlStore
+from cloud.store.diagnostics import DiagnosticsStore
 from cloud.store.dialect import (
     create_tenant_engine,
     insert_ignoring_conflicts,
     upsert_keeping_newest,
 )
 from cloud.store.models import (
-    Base,
     Batch,
+    EvictionRow,
     LatestState,
     Sample,
     Signal,
+    TriggerRow,
     Vehicle,
+    VehicleSignal,
     create_schema,
     to_signed64,
 )
 
 __all__ = ["TenantStore"]
 
-# Typed as Table (``Model.__table__`` is only a FromClause to type checkers).
-_SAMPLES = Base.metadata.tables[Sample.__tablename__]
-_BATCHES = Base.metadata.tables[Batch.__tablename__]
-_LATEST = Base.metadata.tables[LatestState.__tablename__]
-_SIGNALS = Base.metadata.tables[Signal.__tablename__]
-_VEHICLES = Base.metadata.tables[Vehicle.__tablename__]
+_SAMPLES = table(Sample)
+_BATCHES = table(Batch)
+_LATEST = table(LatestState)
+_SIGNALS = table(Signal)
+_VEHICLES = table(Vehicle)
+_VEHICLE_SIGNALS = table(VehicleSignal)
+_EVICTIONS = table(EvictionRow)
+_TRIGGERS = table(TriggerRow)
 
 
-class TenantStore:
-    """Vehicles, signal definitions, samples and latest state of one tenant."""
+class TenantStore(ControlStore, DiagnosticsStore):
+    """Everything one tenant stores: vehicles, catalogs, telemetry, plans, consent, diagnostics."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._closed = False
+    def __init__(
+        self, engine: Engine, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
+    ) -> None:
+        super().__init__(engine, default_consent=default_consent)
         # The same two statements serve every batch: build them once per store.
         # RETURNING tells a new ledger row from a skipped one on every driver
         # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
@@ -74,26 +89,21 @@ class TenantStore:
         )
 
     @classmethod
-    def open(cls, url: str) -> TenantStore:
-        """Connect to the database at ``url`` and create any missing table."""
+    def open(
+        cls, url: str, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
+    ) -> TenantStore:
+        """Connect to the database at ``url`` and create any missing table.
+
+        ``default_consent`` is the tenant's consent of a vehicle whose owner's
+        consent was never set (version 0).
+        """
         engine = create_tenant_engine(url)
         try:
             create_schema(engine)
         except SQLAlchemyError as exc:
             engine.dispose()
-            raise StoreError(f"cannot open tenant store: {_describe(exc)}") from exc
-        return cls(engine)
-
-    @property
-    def engine(self) -> Engine:
-        """The underlying engine (for tests and maintenance jobs)."""
-        return self._engine
-
-    def close(self) -> None:
-        """Release every pooled connection; calling it again does nothing."""
-        if not self._closed:
-            self._closed = True
-            self._engine.dispose()
+            raise StoreError(f"cannot open tenant store: {describe(exc)}") from exc
+        return cls(engine, default_consent=default_consent)
 
     # ------------------------------------------------------------------ vehicles
 
@@ -104,14 +114,14 @@ class TenantStore:
         with self._connection("enroll vehicle") as conn:
             conn.execute(
                 insert_ignoring_conflicts(self._engine, _VEHICLES),
-                {"vehicle_id": vehicle_id, "enrolled_at": _now(), "last_sequence": 0},
+                {"vehicle_id": vehicle_id, "enrolled_at": now(), "last_sequence": 0},
             )
             conn.commit()
 
     def is_enrolled(self, vehicle_id: str) -> bool:
         """Whether ``vehicle_id`` was enrolled."""
         with self._connection("look up vehicle") as conn:
-            return _vehicle_pk(conn, vehicle_id) is not None
+            return vehicle_pk(conn, vehicle_id) is not None
 
     def register_catalog(
         self,
@@ -123,12 +133,17 @@ class TenantStore:
         """Record what the vehicle's agent decodes and map its catalog indices to signal ids.
 
         Signal definitions are tenant-wide and keyed by (bus, message, name):
-        missing ones are inserted, existing ones are reused as they are.
+        missing ones are inserted, existing ones are reused as they are. The
+        vehicle's own catalog (``vehicle_signals``) is rewritten only when its
+        catalog id changed, so a reconnect costs no more than before.
         """
         signed_catalog = to_signed64(catalog_id)
-        now = _now()
+        seen_at = now()
         with self._connection("register catalog") as conn:
-            vehicle_pk = _require_vehicle(conn, vehicle_id)
+            pk = require_vehicle(conn, vehicle_id)
+            previous = conn.execute(
+                select(Vehicle.catalog_id).where(Vehicle.id == pk)
+            ).scalar_one_or_none()
             if signals:
                 # In key order, so two agents registering overlapping catalogs at
                 # once take the unique-index locks in one order (no deadlock).
@@ -146,15 +161,31 @@ class TenantStore:
                     )
                 )
             }
+            mapping = {
+                signal.index: known[(signal.bus, signal.message, signal.name)] for signal in signals
+            }
+            recorded = conn.execute(
+                select(exists().where(VehicleSignal.vehicle_id == pk))
+            ).scalar_one()
+            if previous != signed_catalog or (mapping and not recorded):
+                conn.execute(delete(VehicleSignal).where(VehicleSignal.vehicle_id == pk))
+                if mapping:
+                    conn.execute(
+                        _VEHICLE_SIGNALS.insert(),
+                        [
+                            {"vehicle_id": pk, "signal_id": sid}
+                            for sid in sorted(set(mapping.values()))
+                        ],
+                    )
             conn.execute(
                 update(Vehicle)
-                .where(Vehicle.id == vehicle_pk)
-                .values(agent_version=agent_version, catalog_id=signed_catalog, last_seen_at=now)
+                .where(Vehicle.id == pk)
+                .values(
+                    agent_version=agent_version, catalog_id=signed_catalog, last_seen_at=seen_at
+                )
             )
             conn.commit()
-        return CatalogMap(
-            {signal.index: known[(signal.bus, signal.message, signal.name)] for signal in signals}
-        )
+        return CatalogMap(mapping)
 
     def last_sequence(self, vehicle_id: str) -> int:
         """Highest batch sequence stored for the vehicle, 0 when none is."""
@@ -168,26 +199,35 @@ class TenantStore:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self, vehicle_id: str, sequence: int, samples: SampleColumns) -> IngestResult:
-        """Store one batch exactly once, in one transaction.
+    def ingest(
+        self,
+        vehicle_id: str,
+        sequence: int,
+        samples: SampleColumns,
+        *,
+        evictions: Sequence[Eviction] = (),
+        triggers: Sequence[TriggerMark] = (),
+    ) -> IngestResult:
+        """Store one batch, with the evictions and trigger firings it carries, exactly once.
 
-        The ledger row (vehicle, sequence) is inserted first with ON CONFLICT DO
-        NOTHING: if it already exists the batch was stored before and nothing is
-        written. The primary key decides, so two streams racing with the same
-        batch store it once (the loser waits for the winner's commit, then sees
-        the conflict). Returns only after the commit.
+        Everything is written in one transaction. The ledger row (vehicle,
+        sequence) is inserted first with ON CONFLICT DO NOTHING: if it already
+        exists the batch was stored before and nothing at all is written. The
+        primary key decides, so two streams racing with the same batch store it
+        once (the loser waits for the winner's commit, then sees the conflict).
+        Returns only after the commit.
         """
-        now = _now()
+        received = now()
         count = len(samples)
         with self._connection("ingest batch") as conn:
-            vehicle_pk = _require_vehicle(conn, vehicle_id)
+            pk = require_vehicle(conn, vehicle_id)
             ledger = conn.execute(
                 self._ledger_insert,
                 {
-                    "vehicle_id": vehicle_pk,
+                    "vehicle_id": pk,
                     "sequence": sequence,
                     "samples": count,
-                    "received_at": now,
+                    "received_at": received,
                 },
             )
             if ledger.first() is None:
@@ -197,7 +237,7 @@ class TenantStore:
                 conn.execute(
                     _SAMPLES.insert(),
                     [
-                        {"vehicle_id": vehicle_pk, "signal_id": sid, "ts_us": ts, "value": value}
+                        {"vehicle_id": pk, "signal_id": sid, "ts_us": ts, "value": value}
                         for sid, ts, value in zip(
                             samples.signal_ids, samples.ts_us, samples.values, strict=True
                         )
@@ -207,20 +247,49 @@ class TenantStore:
                     self._latest_upsert,
                     [
                         {
-                            "vehicle_id": vehicle_pk,
+                            "vehicle_id": pk,
                             "signal_id": sid,
                             "ts_us": ts,
                             "value": value,
-                            "updated_at": now,
+                            "updated_at": received,
                         }
                         for sid, (ts, value) in newest_per_signal(samples)
                     ],
                 )
+            if evictions:
+                conn.execute(
+                    _EVICTIONS.insert(),
+                    [
+                        {
+                            "vehicle_id": pk,
+                            "sequence": sequence,
+                            "signal_id": item.signal_id,
+                            "samples": item.samples,
+                            "first_ts_us": item.first_ts_us,
+                            "last_ts_us": item.last_ts_us,
+                        }
+                        for item in evictions
+                    ],
+                )
+            if triggers:
+                conn.execute(
+                    _TRIGGERS.insert(),
+                    [
+                        {
+                            "vehicle_id": pk,
+                            "sequence": sequence,
+                            "name": item.name,
+                            "ts_us": item.ts_us,
+                            "plan_version": item.plan_version,
+                        }
+                        for item in triggers
+                    ],
+                )
             conn.execute(
                 update(Vehicle)
-                .where(Vehicle.id == vehicle_pk)
+                .where(Vehicle.id == pk)
                 .values(
-                    last_seen_at=now,
+                    last_seen_at=received,
                     # Batches may commit out of order (two streams): only ever move forward.
                     last_sequence=case(
                         (Vehicle.last_sequence < sequence, sequence),
@@ -324,35 +393,56 @@ class TenantStore:
             maximum=_float_or_none(high),
         )
 
-    # ------------------------------------------------------------------ internals
+    def evictions(self, vehicle_id: str) -> list[StoredEviction]:
+        """Every eviction the vehicle reported, by batch sequence and signal."""
+        query = (
+            select(
+                EvictionRow.sequence,
+                Signal.bus,
+                Signal.message,
+                Signal.name,
+                EvictionRow.samples,
+                EvictionRow.first_ts_us,
+                EvictionRow.last_ts_us,
+            )
+            .join(Signal, Signal.id == EvictionRow.signal_id)
+            .join(Vehicle, Vehicle.id == EvictionRow.vehicle_id)
+            .where(Vehicle.vehicle_id == vehicle_id)
+            .order_by(EvictionRow.sequence, EvictionRow.id)
+        )
+        with self._connection("read evictions") as conn:
+            return [StoredEviction(*row) for row in conn.execute(query)]
 
-    @contextmanager
-    def _connection(self, action: str) -> Iterator[Connection]:
-        if self._closed:
-            raise StoreError(f"cannot {action}: the tenant store is closed")
-        try:
-            # Leaving the block without commit() rolls the transaction back.
-            with self._engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot {action}: {_describe(exc)}") from exc
+    def trigger_firings(self, vehicle_id: str) -> list[StoredTrigger]:
+        """Every trigger firing the vehicle reported, by CAN time."""
+        query = (
+            select(TriggerRow.sequence, TriggerRow.name, TriggerRow.ts_us, TriggerRow.plan_version)
+            .join(Vehicle, Vehicle.id == TriggerRow.vehicle_id)
+            .where(Vehicle.vehicle_id == vehicle_id)
+            .order_by(TriggerRow.ts_us, TriggerRow.id)
+        )
+        with self._connection("read trigger firings") as conn:
+            return [StoredTrigger(*row) for row in conn.execute(query)]
 
+    def vehicle_catalog(self, vehicle_id: str) -> list[tuple[str, str, str]] | None:
+        """(bus, message, name) of every signal the vehicle decodes, as of its last hello.
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _vehicle_pk(conn: Connection, vehicle_id: str) -> int | None:
-    return conn.execute(
-        select(Vehicle.id).where(Vehicle.vehicle_id == vehicle_id)
-    ).scalar_one_or_none()
-
-
-def _require_vehicle(conn: Connection, vehicle_id: str) -> int:
-    vehicle_pk = _vehicle_pk(conn, vehicle_id)
-    if vehicle_pk is None:
-        raise UnknownVehicle(f"vehicle {vehicle_id!r} is not enrolled")
-    return vehicle_pk
+        ``None`` when the vehicle never said hello (its catalog is unknown).
+        """
+        with self._connection("read vehicle catalog") as conn:
+            pk = require_vehicle(conn, vehicle_id)
+            registered = conn.execute(
+                select(Vehicle.catalog_id).where(Vehicle.id == pk)
+            ).scalar_one()
+            if registered is None:
+                return None
+            rows = conn.execute(
+                select(Signal.bus, Signal.message, Signal.name)
+                .join(VehicleSignal, VehicleSignal.signal_id == Signal.id)
+                .where(VehicleSignal.vehicle_id == pk)
+                .order_by(Signal.bus, Signal.message, Signal.name)
+            )
+            return [(bus, message, name) for bus, message, name in rows]
 
 
 def _signal_row(signal: SignalDef) -> dict[str, Any]:
@@ -379,14 +469,6 @@ def _label(choices: dict[str, str] | None, value: float) -> str | None:
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _describe(exc: SQLAlchemyError) -> str:
-    # The driver's own message, without SQLAlchemy's statement and parameter dump
-    # (which can be megabytes for a batch).
-    original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
 def _one_signal(

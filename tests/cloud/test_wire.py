@@ -60,7 +60,7 @@ def test_timestamps_are_base_plus_running_sum() -> None:
     )
     columns = decode_batch(
         message.batch, catalog_id=CATALOG_ID, signal_ids=SIGNAL_IDS, max_samples=10
-    )
+    ).samples
     assert list(columns.ts_us) == [1_000_005, 1_000_015, 1_000_012, 1_000_012]
     assert list(columns.signal_ids) == [10, 11, 12, 17]
     assert list(columns.values) == [1.0, 2.0, 3.0, 4.0]
@@ -78,7 +78,7 @@ def test_large_finite_values_whose_sum_overflows_are_accepted() -> None:
     assert list(
         decode_batch(
             message.batch, catalog_id=CATALOG_ID, signal_ids=SIGNAL_IDS, max_samples=10
-        ).values
+        ).samples.values
     ) == [1e308, 1e308]
 
 
