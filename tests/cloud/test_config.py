@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from cloud.config import CloudSettings, TenantSettings
+from cloud.domain import AGENT_DEFAULT_PURPOSES, Purpose
 from tests.cloud.conftest import SECRET_ACME
 
 
@@ -81,3 +82,18 @@ def test_listen_accepts_addresses(listen: str) -> None:
 def test_limits_are_validated(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         CloudSettings.model_validate({field: value})
+
+
+def test_default_consent_and_control_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEHUB_TENANTS__ACME__TOKEN_SECRET", SECRET_ACME.get_secret_value())
+    monkeypatch.setenv("TELEHUB_TENANTS__GLOBEX__TOKEN_SECRET", "g" * 40)
+    monkeypatch.setenv("TELEHUB_TENANTS__GLOBEX__DEFAULT_CONSENT", '["diagnostics"]')
+    settings = CloudSettings()
+    assert settings.control_poll_seconds == 5.0
+    assert settings.default_consent == AGENT_DEFAULT_PURPOSES
+    assert Purpose.LOCATION not in settings.default_consent_of("acme")
+    assert settings.default_consent_of("globex") == {Purpose.DIAGNOSTICS}
+    with pytest.raises(ValidationError, match="control_poll_seconds"):
+        CloudSettings(control_poll_seconds=0)
+    with pytest.raises(ValidationError, match="default_consent"):
+        CloudSettings.model_validate({"default_consent": ["advertising"]})

@@ -6,10 +6,17 @@ import math
 
 import pytest
 
-from cloud.errors import BatchTooLarge, InvalidBatch, InvalidHello
-from cloud.wire import catalog_from_hello, decode_batch
+from cloud.domain import Eviction, FaultState, PlanReport, TriggerMark
+from cloud.errors import BatchTooLarge, InvalidBatch, InvalidHello, InvalidReport
+from cloud.wire import (
+    catalog_from_hello,
+    decode_batch,
+    decode_fault_report,
+    decode_health,
+    decode_plan_status,
+)
 from telehub.v1 import telemetry_pb2
-from tests.cloud.messages import CATALOG_ID, batch, hello
+from tests.cloud.messages import CATALOG_ID, batch, dm1, fault_report, health, hello, plan_status
 
 SIGNAL_IDS = {0: 10, 1: 11, 2: 12, 7: 17}
 
@@ -113,3 +120,52 @@ def test_oversize_batch() -> None:
     message = batch(9, [(0, i, 0.0) for i in range(101)])
     with pytest.raises(BatchTooLarge, match="101 samples, more than the 100"):
         _decode(message, max_samples=100)
+
+
+def test_evictions_and_triggers_are_decoded_with_store_signal_ids() -> None:
+    decoded = decode_batch(
+        batch(1, [(0, 5, 1.0)], evicted=[(7, 3, 10, 20)], triggers=[("brake", 5, 2)]).batch,
+        catalog_id=CATALOG_ID,
+        signal_ids=SIGNAL_IDS,
+        max_samples=10,
+    )
+    assert decoded.evictions == [Eviction(17, 3, 10, 20)]
+    assert decoded.triggers == [TriggerMark("brake", 5, 2)]
+    assert len(decoded) == 1
+
+
+def test_fault_report_decoding() -> None:
+    report = fault_report(4, [dm1(), dm1("X1", state=telemetry_pb2.FAULT_STATE_CLEARED)])
+    report.fault_codes.codes.add(
+        protocol=9, code="NEW-1", state=telemetry_pb2.FAULT_STATE_SET, time_us=-5
+    )
+    report_id, codes = decode_fault_report(report.fault_codes)
+    assert report_id == 4
+    assert [(c.protocol, c.code, c.state) for c in codes] == [
+        ("j1939_dm1", "SPN 520 FMI 3", FaultState.SET),
+        ("j1939_dm1", "X1", FaultState.CLEARED),
+        ("protocol_9", "NEW-1", FaultState.SET),
+    ]
+    assert (codes[0].spn, codes[0].fmi, codes[0].occurrences) == (520, 3, 1)
+    with pytest.raises(InvalidReport, match=r"report id 18446744073709551615 is outside"):
+        decode_fault_report(fault_report(2**64 - 1, []).fault_codes)
+    with pytest.raises(InvalidReport, match="code 0: the code must be 1-64 characters"):
+        decode_fault_report(fault_report(1, [dm1("x" * 65)]).fault_codes)
+
+
+def test_health_counters_saturate_and_latencies_must_be_finite() -> None:
+    message = health(uptime_ms=2**64 - 1, frames={"can0": 2**64 - 1}, counters={"a": 1})  # type: ignore[arg-type]
+    report = decode_health(message.health)
+    assert report.uptime_ms == report.frames_by_bus["can0"] == 2**63 - 1
+    assert report.counters == {"a": 1}
+    message.health.ack_latency_p99_ms = math.nan
+    with pytest.raises(InvalidReport, match="ack_latency_p99_ms must be a finite duration"):
+        decode_health(message.health)
+
+
+def test_plan_status_decoding() -> None:
+    status = decode_plan_status(plan_status(3, rejected_version=4, reason="bad").plan_status)
+    assert status == PlanReport(3, "rejected", 4, "bad", 0)
+    assert decode_plan_status(telemetry_pb2.PlanStatus()).state == "unspecified"
+    with pytest.raises(InvalidReport, match="rejected_version 18446744073709551615"):
+        decode_plan_status(plan_status(1, rejected_version=2**64 - 1).plan_status)

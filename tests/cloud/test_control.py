@@ -1,0 +1,93 @@
+"""ControlHub (bounded, latest-wins wake-ups) and ControlService (validate, store, notify)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+from cloud.control import ControlHub, ControlService
+from cloud.domain import Purpose, SignalDef
+from cloud.errors import InvalidPlan, UnknownTenant, UnknownVehicle
+from cloud.store import TenantRegistry
+from tests.cloud.conftest import VEHICLE
+
+PLAN = {"name": "p", "signals": [{"signal": "Engine.Speed", "purpose": "diagnostics"}]}
+
+
+async def test_notify_wakes_every_watcher_of_the_vehicle_only() -> None:
+    hub = ControlHub()
+    with (
+        hub.watch("acme", "car") as first,
+        hub.watch("acme", "car") as second,
+        hub.watch("acme", "other") as other,
+        hub.watch("globex", "car") as foreign,
+    ):
+        assert hub.notify("acme", "car") == 2
+        assert await first.wait(1.0)
+        assert await second.wait(1.0)
+        assert not await other.wait(0.01)
+        assert not await foreign.wait(0.01)
+    assert hub.notify("acme", "car") == 0  # watchers are gone with their sessions
+
+
+async def test_many_notifications_are_one_wake_up() -> None:
+    hub = ControlHub()
+    with hub.watch("acme", "car") as signal:
+        for _ in range(1_000):
+            hub.notify("acme", "car")
+        assert await signal.wait(1.0)
+        signal.clear()
+        assert not await signal.wait(0.01)
+
+
+async def test_notify_from_another_thread() -> None:
+    hub = ControlHub()
+    with hub.watch("acme", "car") as signal:
+        thread = threading.Thread(target=hub.notify, args=("acme", "car"))
+        thread.start()
+        assert await signal.wait(2.0)
+        thread.join()
+
+
+def test_set_plan_checks_the_catalog_once_the_vehicle_said_hello(
+    registry: TenantRegistry,
+) -> None:
+    service = ControlService(registry)
+    # Never said hello: the catalog is unknown, the plan is stored as it is.
+    assert service.set_plan("acme", VEHICLE, PLAN) == 1
+    registry.store("acme").register_catalog(
+        VEHICLE, "agent", 1, [SignalDef(0, "powertrain", "Engine", "Rpm")]
+    )
+    with pytest.raises(InvalidPlan, match=r"Engine\.Speed is not in the catalog"):
+        service.set_plan("acme", VEHICLE, PLAN)
+    renamed = {"name": "p", "signals": [{"signal": "Engine.Rpm", "purpose": "diagnostics"}]}
+    assert service.set_plan("acme", VEHICLE, json.dumps(renamed)) == 2
+    status = service.vehicle_status("acme", VEHICLE)
+    assert status.plan is not None
+    assert status.plan.version == 2
+
+
+def test_set_consent_and_errors(registry: TenantRegistry) -> None:
+    service = ControlService(registry)
+    assert service.set_consent("acme", VEHICLE, [Purpose.ANALYTICS, Purpose.ANALYTICS]) == 1
+    assert service.vehicle_status("acme", VEHICLE).consent.purposes == {Purpose.ANALYTICS}
+    with pytest.raises(InvalidPlan, match="unknown consent purpose 'ads'"):
+        service.set_consent("acme", VEHICLE, ["ads"])  # type: ignore[list-item]
+    with pytest.raises(UnknownVehicle):
+        service.set_plan("acme", "ghost", PLAN)
+    with pytest.raises(UnknownTenant):
+        service.set_consent("initech", VEHICLE, [])
+
+
+async def test_the_service_notifies_through_its_hub(registry: TenantRegistry) -> None:
+    hub = ControlHub()
+    service = ControlService(registry, hub)
+    with hub.watch("acme", VEHICLE) as signal:
+        await asyncio.to_thread(service.set_consent, "acme", VEHICLE, [])
+        assert await signal.wait(2.0)
+        signal.clear()
+        await asyncio.to_thread(service.set_plan, "acme", VEHICLE, PLAN)
+        assert await signal.wait(2.0)
