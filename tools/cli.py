@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools import agent_cmd, cloud_cmd, demo
+    from tools import agent_cmd, bench, cloud_cmd, demo
 
     parser = argparse.ArgumentParser(
         prog="telehub",
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     cloud_cmd.register(sub)
     agent_cmd.register(sub)
+    bench.register(sub)
     return parser
 
 

@@ -1,0 +1,26 @@
+"""``telehub bench``: benchmarks that print figures and ratios against a baseline run in
+the same process.
+
+One module per action, each with ``register(subparsers)`` like the top-level
+subcommands; ``agent`` (the end-to-end agent against the naive decode loop) is
+the first. Benchmarks report medians of several repeats and ratios: the
+machines they run on are shared and noisy, so no test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from tools.bench import agent
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: figures and ratios against a baseline in the same run",
+        description=__doc__,
+    )
+    actions = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
+    agent.register(actions)
