@@ -113,7 +113,7 @@ async def test_stored_samples_equal_an_independent_decode(
     assert len(stored) == len(expected)
     # Same multiset of (message, signal, CAN timestamp, value): nothing lost, nothing twice.
     assert Counter(stored) == Counter(expected)
-    assert report.dropped_samples == report.rejected_samples == 0
+    assert report.evicted_samples == report.rejected_samples == 0
 
 
 @pytest.mark.slow

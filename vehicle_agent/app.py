@@ -116,7 +116,7 @@ class Agent:
         decoder: Decoder,
         source: FrameSource,
         queue: PendingQueue | None = None,
-        batch_max_samples: int = 1000,
+        batch_max_samples: int = 5000,
         batch_max_age: float = 1.0,
         backoff: Backoff | None = None,
         compression: bool = True,

@@ -129,6 +129,17 @@ class Batcher:
             current = None
         if current is None:
             current = self._open()
+        if len(current) + len(samples) < self._max_samples:
+            # The common case: the frame fits with room to spare. Transposing with
+            # zip and extending the arrays keeps the per-sample work in C.
+            indices, stamps, values = zip(*samples, strict=True)
+            current.signal_index.extend(indices)
+            current.timestamp_us.extend(stamps)
+            current.value.extend(values)
+            if position > self._position:
+                self._position = position
+            self._current = current
+            return closed
         append_index = current.signal_index.append
         append_ts = current.timestamp_us.append
         append_value = current.value.append

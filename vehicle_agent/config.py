@@ -77,7 +77,7 @@ class AgentSettings(BaseSettings):
     fd: bool = False
     buses: list[BusSettings] = Field(default_factory=list)
 
-    batch_max_samples: int = Field(default=1000, ge=1, le=50_000)
+    batch_max_samples: int = Field(default=5000, ge=1, le=50_000)
     batch_max_age: float = Field(default=1.0, gt=0)
     compression: bool = True
     reconnect_initial: float = Field(default=0.2, gt=0, description="first retry delay, s")

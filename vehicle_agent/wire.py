@@ -5,8 +5,8 @@ The only agent module besides the uplink that imports generated ``*_pb2`` code.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
-from itertools import pairwise
 
 from telehub.v1 import telemetry_pb2 as pb
 from vehicle_agent.batching import Batch
@@ -92,7 +92,7 @@ def telemetry(batch: Batch) -> pb.VehicleMessage:
     ts = batch.timestamp_us
     base = ts[0] if ts else 0
     deltas = [0] if ts else []
-    deltas.extend(b - a for a, b in pairwise(ts))
+    deltas.extend(map(operator.sub, ts[1:], ts))
     return pb.VehicleMessage(
         batch=pb.TelemetryBatch(
             sequence=batch.sequence,
