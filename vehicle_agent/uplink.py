@@ -109,6 +109,11 @@ class UplinkStats:
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
+# What a write raises once the call has ended: the status, or grpc.aio's "RPC
+# already finished" when the end raced the write. Either way the receive loop
+# reads why the stream ended.
+_WRITE_ENDED = (grpc.aio.AioRpcError, asyncio.InvalidStateError)
+
 
 def _status_code(number: int) -> grpc.StatusCode:
     return _CODES.get(number, grpc.StatusCode.UNKNOWN)
@@ -228,6 +233,9 @@ class Uplink:
                 ended = group.exceptions[0]
                 assert isinstance(ended, _SessionEnded)
                 raise ended from None
+            except* asyncio.InvalidStateError:
+                # A handshake write raced the end of the call: ask the call why.
+                raise await self._ended(call) from None
             finally:
                 call.cancel()
                 self._sent_at.clear()
@@ -280,7 +288,7 @@ class Uplink:
             self._sent_at[last] = time.monotonic()
             try:
                 await self._write(call, wire.telemetry(batch))
-            except grpc.aio.AioRpcError:
+            except _WRITE_ENDED:
                 return  # the stream has ended; the receive loop reads why
             self.stats.batches_sent += 1
             self.stats.samples_sent += len(batch)
@@ -295,7 +303,7 @@ class Uplink:
                     continue
                 try:
                     await self._write(call, wire.fault_report(report.report_id, report.payload))
-                except grpc.aio.AioRpcError:
+                except _WRITE_ENDED:
                     return
                 sent.add(report.report_id)
                 self.stats.reports_sent += 1
@@ -307,7 +315,7 @@ class Uplink:
             await asyncio.sleep(self._health_interval)
             try:
                 await self._write(call, pb.VehicleMessage(health=self.control.health()))
-            except grpc.aio.AioRpcError:
+            except _WRITE_ENDED:
                 return
             self.stats.health_sent += 1
 
@@ -323,7 +331,7 @@ class Uplink:
             self.stats.consents_received += 1
             await control.on_consent(reply.consent)
         # If the stream has ended, the status goes out after the next Welcome.
-        with contextlib.suppress(grpc.aio.AioRpcError):
+        with contextlib.suppress(*_WRITE_ENDED):
             await self._write(call, pb.VehicleMessage(plan_status=control.plan_status()))
 
     async def _receive_loop(self, call: _Call) -> None:
