@@ -18,8 +18,9 @@ Pure module: cantools only, no python-can.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cantools.database.can import Message
@@ -34,6 +35,7 @@ from vehicle_agent.catalog import (
     j1939_pgn,
     read_dbc,
 )
+from vehicle_agent.fastdecode import compile_message
 from vehicle_agent.frames import Frame
 
 __all__ = ["DecodeStats", "Decoder", "Sample"]
@@ -95,14 +97,16 @@ class DecodeStats:
         )
 
 
-# A matched message; by signal name, the catalog index of each of its signals;
-# whether a frame repeating the previous payload may be skipped; and whether a
-# shorter payload decodes the signals it holds (multi-frame messages, whose DBC
-# length is often the longest the ECU may send).
-_Target = tuple[Message, dict[str, int], bool, bool]
+# Decodes one payload of a matched message: a precompiled exact decoder (see
+# vehicle_agent.fastdecode) or cantools' Message.decode with the Decoder's arguments.
+_DecodeFn = Callable[[bytes], object]
+
+# How a matched message decodes; by signal name, the catalog index of each of its
+# signals; and whether a frame repeating the previous payload may be skipped.
+_Target = tuple[_DecodeFn, dict[str, int], bool]
 
 # Stands for a message the active selection does not need (known, not decoded).
-_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]), {}, False, False)
+_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]).decode, {}, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +128,20 @@ class Decoder:
     Raises :class:`vehicle_agent.errors.DbcError` if a DBC file cannot be loaded.
     """
 
-    __slots__ = ("_last_payload", "_routes", "bound", "catalog", "selected", "stats")
+    __slots__ = (
+        "_decoders",
+        "_last_payload",
+        "_routes",
+        "bound",
+        "catalog",
+        "fast",
+        "selected",
+        "stats",
+    )
 
-    def __init__(self, specs: Sequence[DbcSpec], *, strict: bool = False) -> None:
+    def __init__(
+        self, specs: Sequence[DbcSpec], *, strict: bool = False, fast: bool = True
+    ) -> None:
         loaded: dict[Path, LoadedDbc] = {}
         bound: list[BoundDbc] = []
         for spec in specs:
@@ -135,13 +150,17 @@ class Decoder:
                 loaded[key] = read_dbc(spec.path, strict=strict)
             bound.append(bind_dbc(spec, loaded[key]))
         self.bound: tuple[BoundDbc, ...] = tuple(bound)
+        #: Whether messages decode with precompiled exact decoders where possible
+        #: (see :mod:`vehicle_agent.fastdecode`); False: always with cantools.
+        self.fast = fast
+        self._decoders = _decoders(self.bound, fast)
         self.catalog = Catalog.build(self.bound)
         self.stats = DecodeStats()
         #: Catalog indices decoded (None: every signal).
         self.selected: frozenset[int] | None = None
         self._last_payload: dict[tuple[str | None, int, bool], bytes] = {}
         self._routes: tuple[_Route, ...] = tuple(
-            _route(entry, self.catalog, None, frozenset()) for entry in bound
+            _route(entry, self.catalog, self._decoders, None, frozenset()) for entry in bound
         )
 
     def select(
@@ -157,7 +176,8 @@ class Decoder:
         self.selected = indices
         self._last_payload.clear()
         self._routes = tuple(
-            _route(entry, self.catalog, indices, skip_unchanged) for entry in self.bound
+            _route(entry, self.catalog, self._decoders, indices, skip_unchanged)
+            for entry in self.bound
         )
 
     def decode(self, frame: Frame) -> list[Sample]:
@@ -177,7 +197,7 @@ class Decoder:
         if target is _NOT_SELECTED:
             stats.not_selected += 1
             return []
-        message, indices, skip_repeats, truncated_ok = target
+        decode, indices, skip_repeats = target
         if skip_repeats:
             # Per sender: one J1939 entry matches the same PGN from every source.
             key = (frame.channel, frame.arbitration_id, frame.is_extended)
@@ -186,12 +206,12 @@ class Decoder:
                 return []
             self._last_payload[key] = frame.data
         try:
-            # Message.decode applies the message's own layout; Database.decode_message
-            # would look the id up again and ignore J1939 masks. Raw choice values
-            # stay numbers: the labels travel once, in the catalog.
-            decoded = message.decode(
-                frame.data, decode_choices=False, scaling=True, allow_truncated=truncated_ok
-            )
+            # Message.decode (or its exact compiled equivalent) applies the message's
+            # own layout; Database.decode_message would look the id up again and
+            # ignore J1939 masks. Raw choice values stay numbers: the labels travel
+            # once, in the catalog. A payload shorter than the message raises
+            # DecodeError either way.
+            decoded = decode(frame.data)
         except _DECODE_ERRORS:
             stats.decode_errors += 1
             return []
@@ -224,9 +244,38 @@ class Decoder:
         return None
 
 
+def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _DecodeFn]:
+    """How each message of the loaded files decodes, by ``id()`` of the message.
+
+    Compiled once per message (select() rebuilds the routes, not the decoders);
+    the messages stay alive in ``bound``.
+    """
+    decoders: dict[int, _DecodeFn] = {}
+    for entry in bound:
+        for message in entry.dbc.database.messages:
+            if id(message) in decoders:
+                continue
+            # A shorter payload decodes the signals it holds for multi-frame
+            # messages, whose DBC length is often the longest the ECU may send.
+            truncated_ok = message.length > 8
+            compiled = compile_message(message) if fast and not truncated_ok else None
+            decoders[id(message)] = (
+                compiled
+                if compiled is not None
+                else partial(
+                    message.decode,
+                    decode_choices=False,
+                    scaling=True,
+                    allow_truncated=truncated_ok,
+                )
+            )
+    return decoders
+
+
 def _route(
     entry: BoundDbc,
     catalog: Catalog,
+    decoders: dict[int, _DecodeFn],
     selected: frozenset[int] | None,
     skip_unchanged: frozenset[int],
 ) -> _Route:
@@ -239,16 +288,16 @@ def _route(
             for signal in message.signals
         }
         target: _Target
-        multi_frame = message.length > 8
+        decode = decoders[id(message)]
         if selected is None:
-            target = (message, indices, False, multi_frame)
+            target = (decode, indices, False)
         elif selected.isdisjoint(indices.values()):
             # Still matched, so the frame counts as known but not needed. An empty
             # message (no signals) stays decodable: it says the id is alive.
-            target = (message, indices, False, multi_frame) if not indices else _NOT_SELECTED
+            target = (decode, indices, False) if not indices else _NOT_SELECTED
         else:
             needed = selected.intersection(indices.values())
-            target = (message, indices, needed <= skip_unchanged, multi_frame)
+            target = (decode, indices, needed <= skip_unchanged)
         # The first message wins when two share an id (or a PGN), matching the
         # catalog's keep-the-first rule.
         if message.is_extended_frame and by_pgn is not None:
