@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from vehicle_agent.frames import Frame
 
@@ -100,6 +101,70 @@ class TransportStats:
     malformed: int = 0
 
 
+class _Expiring(Protocol):
+    deadline: float
+
+
+_K = TypeVar("_K")
+_S = TypeVar("_S", bound=_Expiring)
+
+
+class _Sessions(Generic[_K, _S]):
+    """The open reassemblies of one reassembler: bounded, expired by CAN time, counted."""
+
+    __slots__ = ("_max", "_open", "next_sweep", "stats")
+
+    def __init__(self, max_sessions: int, stats: TransportStats) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self._max = max_sessions
+        self._open: dict[_K, _S] = {}
+        self.stats = stats
+        self.next_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def get(self, key: _K) -> _S | None:
+        return self._open.get(key)
+
+    def pop(self, key: _K) -> _S | None:
+        return self._open.pop(key, None)
+
+    def start(self, key: _K, session: _S) -> None:
+        """Open *session*, replacing one under the same key or, when full, the oldest."""
+        sessions = self._open
+        if sessions.pop(key, None) is not None:
+            self.stats.replaced += 1
+        elif len(sessions) >= self._max:
+            # Insertion order: the oldest announcement goes first.
+            del sessions[next(iter(sessions))]
+            self.stats.dropped_sessions += 1
+        sessions[key] = session
+
+    def live(self, key: _K, now: float) -> _S | None:
+        """The session a continuation frame at CAN time *now* belongs to, if still open."""
+        session = self._open.get(key)
+        if session is None:
+            self.stats.unexpected += 1
+            return None
+        if now > session.deadline:
+            del self._open[key]
+            self.stats.timed_out += 1
+            self.stats.unexpected += 1
+            return None
+        return session
+
+    def expire(self, now: float) -> int:
+        """Drop the sessions whose deadline is before CAN time *now*; return how many."""
+        self.next_sweep = now + _SWEEP_EVERY_S
+        stale = [key for key, session in self._open.items() if session.deadline < now]
+        for key in stale:
+            del self._open[key]
+        self.stats.timed_out += len(stale)
+        return len(stale)
+
+
 @dataclass(slots=True)
 class _J1939Session:
     priority: int
@@ -123,14 +188,7 @@ class J1939Reassembler:
     packets after that finds no session and its packets count as ``unexpected``.
     """
 
-    __slots__ = (
-        "_max_sessions",
-        "_next_sweep",
-        "_sessions",
-        "bam_timeout",
-        "cmdt_timeout",
-        "stats",
-    )
+    __slots__ = ("_sessions", "bam_timeout", "cmdt_timeout", "stats")
 
     def __init__(
         self,
@@ -139,14 +197,12 @@ class J1939Reassembler:
         bam_timeout: float = BAM_TIMEOUT_S,
         cmdt_timeout: float = CMDT_TIMEOUT_S,
     ) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
-        self._max_sessions = max_sessions
         self.bam_timeout = bam_timeout
         self.cmdt_timeout = cmdt_timeout
         self.stats = TransportStats()
-        self._sessions: dict[tuple[str | None, int, int], _J1939Session] = {}
-        self._next_sweep = float("-inf")
+        self._sessions: _Sessions[tuple[str | None, int, int], _J1939Session] = _Sessions(
+            max_sessions, self.stats
+        )
 
     @staticmethod
     def handles_id(arbitration_id: int, is_extended: bool) -> bool:
@@ -171,7 +227,7 @@ class J1939Reassembler:
         if pdu_format != _TP_CM and pdu_format != _TP_DT:
             return None
         now = frame.timestamp
-        if now >= self._next_sweep:
+        if now >= self._sessions.next_sweep:
             self.expire(now)
         source = arbitration_id & 0xFF
         destination = (arbitration_id >> 8) & 0xFF
@@ -186,12 +242,7 @@ class J1939Reassembler:
 
     def expire(self, now: float) -> int:
         """Drop the sessions whose deadline is before CAN time *now*; return how many."""
-        self._next_sweep = now + _SWEEP_EVERY_S
-        stale = [key for key, session in self._sessions.items() if session.deadline < now]
-        for key in stale:
-            del self._sessions[key]
-        self.stats.timed_out += len(stale)
-        return len(stale)
+        return self._sessions.expire(now)
 
     def _control(self, frame: Frame, source: int, destination: int) -> None:
         data = frame.data
@@ -208,7 +259,7 @@ class J1939Reassembler:
             if bam and destination != _GLOBAL:
                 self.stats.malformed += 1
                 return
-            self._open(
+            self._sessions.start(
                 key,
                 _J1939Session(
                     priority=(frame.arbitration_id >> 26) & 0x7,
@@ -229,7 +280,7 @@ class J1939Reassembler:
                     session.next_seq = data[2]
         elif control == _EOMA:
             # The receiver says it has everything; if we do not, we missed packets.
-            if self._sessions.pop((frame.channel, destination, source), None) is not None:
+            if self._sessions.pop((frame.channel, destination, source)) is not None:
                 self.stats.aborted += 1
         elif control == _ABORT:
             # Either side may abort; try both directions.
@@ -239,34 +290,18 @@ class J1939Reassembler:
             ):
                 session = self._sessions.get(abort_key)
                 if session is not None and session.pgn == pgn and not session.bam:
-                    del self._sessions[abort_key]
+                    self._sessions.pop(abort_key)
                     self.stats.aborted += 1
                     break
         else:
             self.stats.malformed += 1
 
-    def _open(self, key: tuple[str | None, int, int], session: _J1939Session) -> None:
-        sessions = self._sessions
-        if sessions.pop(key, None) is not None:
-            self.stats.replaced += 1
-        elif len(sessions) >= self._max_sessions:
-            # Insertion order: the oldest announcement goes first.
-            del sessions[next(iter(sessions))]
-            self.stats.dropped_sessions += 1
-        sessions[key] = session
-
     def _data(self, frame: Frame, key: tuple[str | None, int, int]) -> Frame | None:
-        session = self._sessions.get(key)
-        stats = self.stats
-        if session is None:
-            stats.unexpected += 1
-            return None
         now = frame.timestamp
-        if now > session.deadline:
-            del self._sessions[key]
-            stats.timed_out += 1
-            stats.unexpected += 1
+        session = self._sessions.live(key, now)
+        if session is None:
             return None
+        stats = self.stats
         data = frame.data
         seq = data[0]
         if seq == 0 or seq > session.packets:
@@ -284,7 +319,7 @@ class J1939Reassembler:
         session.deadline = now + (self.bam_timeout if session.bam else self.cmdt_timeout)
         if session.received < session.packets:
             return None
-        del self._sessions[key]
+        self._sessions.pop(key)
         payload = b"".join(c for c in session.chunks if c is not None)[: session.size]
         stats.completed += 1
         stats.bytes += len(payload)
@@ -328,15 +363,7 @@ class IsoTpReassembler:
     buffer megabytes.
     """
 
-    __slots__ = (
-        "_accepts",
-        "_max_length",
-        "_max_sessions",
-        "_next_sweep",
-        "_sessions",
-        "stats",
-        "timeout",
-    )
+    __slots__ = ("_accepts", "_max_length", "_sessions", "stats", "timeout")
 
     def __init__(
         self,
@@ -346,8 +373,6 @@ class IsoTpReassembler:
         max_sessions: int = 64,
         max_length: int = 1 << 16,
     ) -> None:
-        if max_sessions < 1:
-            raise ValueError("max_sessions must be at least 1")
         if callable(ids):
             self._accepts: _IdPredicate = ids
         else:
@@ -356,11 +381,11 @@ class IsoTpReassembler:
                 not is_extended and arbitration_id in standard
             )
         self.timeout = timeout
-        self._max_sessions = max_sessions
         self._max_length = max_length
         self.stats = TransportStats()
-        self._sessions: dict[tuple[str | None, int, bool], _IsoTpSession] = {}
-        self._next_sweep = float("-inf")
+        self._sessions: _Sessions[tuple[str | None, int, bool], _IsoTpSession] = _Sessions(
+            max_sessions, self.stats
+        )
 
     def handles_id(self, arbitration_id: int, is_extended: bool) -> bool:
         """Tell whether frames with this id are configured as ISO-TP."""
@@ -382,7 +407,7 @@ class IsoTpReassembler:
         if not self._accepts(frame.arbitration_id, frame.is_extended):
             return None
         now = frame.timestamp
-        if now >= self._next_sweep:
+        if now >= self._sessions.next_sweep:
             self.expire(now)
         data = frame.data
         kind = data[0] >> 4
@@ -400,12 +425,7 @@ class IsoTpReassembler:
 
     def expire(self, now: float) -> int:
         """Drop the messages whose next frame is overdue at CAN time *now*; return how many."""
-        self._next_sweep = now + _SWEEP_EVERY_S
-        stale = [key for key, session in self._sessions.items() if session.deadline < now]
-        for key in stale:
-            del self._sessions[key]
-        self.stats.timed_out += len(stale)
-        return len(stale)
+        return self._sessions.expire(now)
 
     def _single(self, frame: Frame, key: tuple[str | None, int, bool]) -> Frame | None:
         data = frame.data
@@ -417,7 +437,7 @@ class IsoTpReassembler:
         if length == 0 or start + length > len(data):
             self.stats.malformed += 1
             return None
-        if self._sessions.pop(key, None) is not None:
+        if self._sessions.pop(key) is not None:
             # ISO 15765-2: a single frame during a reception ends that reception.
             self.stats.aborted += 1
         return self._complete(frame, length, data[start : start + length])
@@ -440,32 +460,23 @@ class IsoTpReassembler:
         if length <= len(first) or length > self._max_length:
             stats.malformed += 1
             return
-        sessions = self._sessions
-        if sessions.pop(key, None) is not None:
-            stats.replaced += 1
-        elif len(sessions) >= self._max_sessions:
-            del sessions[next(iter(sessions))]
-            stats.dropped_sessions += 1
-        sessions[key] = _IsoTpSession(
-            length=length, deadline=frame.timestamp + self.timeout, buffer=bytearray(first)
+        self._sessions.start(
+            key,
+            _IsoTpSession(
+                length=length, deadline=frame.timestamp + self.timeout, buffer=bytearray(first)
+            ),
         )
 
     def _consecutive(self, frame: Frame, key: tuple[str | None, int, bool]) -> Frame | None:
-        session = self._sessions.get(key)
-        stats = self.stats
-        if session is None:
-            stats.unexpected += 1
-            return None
         now = frame.timestamp
-        if now > session.deadline:
-            del self._sessions[key]
-            stats.timed_out += 1
-            stats.unexpected += 1
+        session = self._sessions.live(key, now)
+        if session is None:
             return None
+        stats = self.stats
         data = frame.data
         if data[0] & 0x0F != session.next_sn:
             # A lost or repeated frame: the message cannot be trusted any more.
-            del self._sessions[key]
+            self._sessions.pop(key)
             stats.out_of_sequence += 1
             stats.aborted += 1
             return None
@@ -474,7 +485,7 @@ class IsoTpReassembler:
         session.deadline = now + self.timeout
         if len(session.buffer) < session.length:
             return None
-        del self._sessions[key]
+        self._sessions.pop(key)
         return self._complete(frame, session.length, session.buffer[: session.length])
 
     def _complete(self, frame: Frame, length: int, payload: bytes | bytearray) -> Frame:
