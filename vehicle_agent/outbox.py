@@ -309,28 +309,9 @@ class Outbox(QueueCore):
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
-            return self._snapshot(conn)
+            return _read_snapshot(conn)
         except sqlite3.Error as exc:
             raise OutboxError(self.path, str(exc)) from exc
-
-    def _snapshot(self, conn: sqlite3.Connection) -> QueueSnapshot:
-        meta = dict(conn.execute("SELECT key, value FROM meta"))
-        entries = {
-            seq: QueueEntry(priority, size, samples, samples * SAMPLE_BYTES)
-            for seq, priority, size, samples in conn.execute(
-                "SELECT sequence, priority, size, samples FROM batch ORDER BY sequence"
-            )
-        }
-        return QueueSnapshot(
-            entries=entries,
-            next_sequence=int(meta.get("next_sequence", 1)),
-            provisional=bool(meta.get("provisional", 1)),
-            resume_position=int(meta.get("resume_position", -1)),
-            pending_evictions=_decode_counts(meta.get("pending_evictions", "[]")),
-            next_report_id=int(meta.get("next_report_id", 1)),
-            reports=dict(conn.execute("SELECT report_id, payload FROM report")),
-            state=dict(conn.execute("SELECT key, value FROM state")),
-        )
 
     def _close_connection(self) -> None:
         if self._conn is not None:
@@ -424,6 +405,26 @@ class Outbox(QueueCore):
         self._transaction(body)
 
 
+def _read_snapshot(conn: sqlite3.Connection) -> QueueSnapshot:
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    entries = {
+        seq: QueueEntry(priority, size, samples, samples * SAMPLE_BYTES)
+        for seq, priority, size, samples in conn.execute(
+            "SELECT sequence, priority, size, samples FROM batch ORDER BY sequence"
+        )
+    }
+    return QueueSnapshot(
+        entries=entries,
+        next_sequence=int(meta.get("next_sequence", 1)),
+        provisional=bool(meta.get("provisional", 1)),
+        resume_position=int(meta.get("resume_position", -1)),
+        pending_evictions=_decode_counts(meta.get("pending_evictions", "[]")),
+        next_report_id=int(meta.get("next_report_id", 1)),
+        reports=dict(conn.execute("SELECT report_id, payload FROM report")),
+        state=dict(conn.execute("SELECT key, value FROM state")),
+    )
+
+
 def _only_removes(change: QueueChange) -> bool:
     """True for an acknowledgement: rows deleted, nothing written."""
     return (
@@ -474,30 +475,25 @@ def inspect(path: Path) -> OutboxSummary:
         (application_id,) = conn.execute("PRAGMA application_id").fetchone()
         if application_id != APPLICATION_ID:
             raise OutboxError(path, "not a telehub outbox")
-        batches, samples, size, first, last, oldest = conn.execute(
-            "SELECT count(*), coalesce(sum(samples), 0), coalesce(sum(size), 0),"
-            " min(sequence), max(sequence), min(created_us) FROM batch"
-        ).fetchone()
-        (reports,) = conn.execute("SELECT count(*) FROM report").fetchone()
-        meta = dict(conn.execute("SELECT key, value FROM meta"))
-        state = {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM state")}
+        snapshot = _read_snapshot(conn)
+        (oldest,) = conn.execute("SELECT min(created_us) FROM batch").fetchone()
     except sqlite3.Error as exc:
         raise OutboxError(path, str(exc)) from exc
     finally:
         conn.close()
-    pending = _decode_counts(str(meta.get("pending_evictions", "[]")))
+    entries = snapshot.entries
     return OutboxSummary(
         path=path,
-        batches=int(batches),
-        samples=int(samples),
-        size_bytes=int(size),
-        first_sequence=first,
-        last_sequence=last,
+        batches=len(entries),
+        samples=sum(e.samples for e in entries.values()),
+        size_bytes=sum(e.weight for e in entries.values()),
+        first_sequence=min(entries, default=None),
+        last_sequence=max(entries, default=None),
         oldest_created_us=oldest,
-        reports=int(reports),
-        next_sequence=int(meta.get("next_sequence", 1)),
-        provisional=bool(int(meta.get("provisional", 1))),
-        resume_position=int(meta.get("resume_position", -1)),
-        pending_evicted_samples=sum(c.samples for c in pending),
-        state=state,
+        reports=len(snapshot.reports),
+        next_sequence=snapshot.next_sequence,
+        provisional=snapshot.provisional,
+        resume_position=snapshot.resume_position,
+        pending_evicted_samples=sum(c.samples for c in snapshot.pending_evictions),
+        state={key: bytes(value) for key, value in snapshot.state.items()},
     )
