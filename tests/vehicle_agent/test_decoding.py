@@ -4,7 +4,6 @@ reference values from the bundled real recordings, and skipped-frame accounting.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 import statistics
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from cantools.database.can import Database as CanDatabase
 from cantools.database.can import Message, Signal
 from cantools.database.errors import DecodeError, EncodeError, UnsupportedDatabaseFormatError
 
+from tests.vehicle_agent.values import same_value
 from vehicle_agent.catalog import DbcSpec
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.errors import DbcError
@@ -105,14 +105,6 @@ def _payloads(message: Message, seed: str) -> list[bytes]:
     return list(dict.fromkeys(payloads))
 
 
-def _same(a: object, b: object) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
 def _named(decoder: Decoder, samples: list[tuple[int, int | float]]) -> dict[str, int | float]:
     named = {decoder.catalog[index].name: value for index, value in samples}
     assert len(named) == len(samples)
@@ -173,7 +165,7 @@ def test_decode_matches_cantools(path: Path) -> None:
             got = _named(decoder, samples)
             assert got.keys() == expected.keys(), (message.name, payload.hex())
             for name, value in expected.items():
-                assert _same(got[name], value), (message.name, name, payload.hex())
+                assert same_value(got[name], value), (message.name, name, payload.hex())
             assert {decoder.catalog[i].message for i, _ in samples} <= {owner.name}
 
     stats = decoder.stats

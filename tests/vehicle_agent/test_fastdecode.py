@@ -6,7 +6,6 @@ fast path on and off."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from cantools.database.can import Message, Signal
 from cantools.database.conversion import BaseConversion
 from cantools.database.errors import DecodeError, UnsupportedDatabaseFormatError
 
+from tests.vehicle_agent.values import same_value
 from vehicle_agent.catalog import DbcSpec
 from vehicle_agent.decoding import Decoder, DecodeStats
 from vehicle_agent.fastdecode import compile_message
@@ -53,14 +53,6 @@ def _load(path: Path) -> CanDatabase:
     return database
 
 
-def _same(a: object, b: object) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    return a == b
-
-
 def _outcome(decode: object, data: bytes) -> tuple[str, object]:
     try:
         result = decode(data)  # type: ignore[operator]
@@ -84,7 +76,13 @@ def _assert_same_decode(message: Message, data: bytes) -> None:
         assert isinstance(actual, dict)
         assert list(actual) == list(expected), (message.name, data.hex())
         for name, value in expected.items():
-            assert _same(actual[name], value), (message.name, name, data.hex(), actual, expected)
+            assert same_value(actual[name], value), (
+                message.name,
+                name,
+                data.hex(),
+                actual,
+                expected,
+            )
 
 
 def test_the_corpus_loads_except_the_known_rejections() -> None:
@@ -209,7 +207,7 @@ def _assert_same_samples(
         assert len(a) == len(b)
         for (index_a, value_a), (index_b, value_b) in zip(a, b, strict=True):
             assert index_a == index_b
-            assert _same(value_a, value_b)
+            assert same_value(value_a, value_b)
 
 
 @pytest.mark.parametrize(
