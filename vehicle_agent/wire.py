@@ -190,13 +190,6 @@ def consent_from_wire(msg: pb.ConsentUpdate) -> Consent:
     return Consent(version=msg.version, granted=granted)
 
 
-def consent_to_wire(consent: Consent) -> pb.ConsentUpdate:
-    numbers = {purpose: number for number, purpose in _PURPOSES.items()}
-    return pb.ConsentUpdate(
-        version=consent.version, granted=sorted(numbers[p] for p in consent.granted)
-    )
-
-
 def plan_status(
     plan_version: int, consent_version: int, rejected_version: int = 0, reason: str = ""
 ) -> pb.PlanStatus:
