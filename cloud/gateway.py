@@ -149,6 +149,11 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
                 await asyncio.wait([task])
             if item.error is not None:
                 raise item.error
+        except asyncio.CancelledError:
+            # The vehicle cancelled the call or the server is stopping: the call is
+            # over either way and the session task has been stopped above. Ending
+            # quietly keeps gRPC from logging the cancellation as an unhandled error.
+            return
         except CloudError as exc:
             code, reason = grpc_status(exc)
             # A store failure while a batch was in flight is about that batch too.
