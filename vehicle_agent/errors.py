@@ -7,6 +7,7 @@ know this tree::
     AgentError                 root: anything the agent itself reports
     ├── DbcError               a DBC file cannot be read or parsed (fix the file)
     ├── SourceError            a log file or CAN interface cannot be read or opened
+    │   └── LogFormatError     a log file is corrupt or not in its suffix's format (names where)
     ├── ConfigError            the agent's configuration is invalid
     ├── PlanError              a collection plan cannot be applied (the previous one keeps running)
     ├── UplinkError            the link to the cloud failed (retry later)
@@ -21,6 +22,7 @@ __all__ = [
     "AgentError",
     "ConfigError",
     "DbcError",
+    "LogFormatError",
     "OutboxError",
     "PlanError",
     "SourceError",
@@ -50,6 +52,20 @@ class SourceError(AgentError):
 
     The message names the file or interface and says why.
     """
+
+
+class LogFormatError(SourceError):
+    """A log file is truncated, corrupt or not in the format its suffix names.
+
+    ``position`` says where, in the file's own terms (``"byte 4096"``,
+    ``"line 17"``, ``"frame 1200"``); ``reason`` what is wrong there.
+    """
+
+    def __init__(self, path: Path, position: str, reason: str) -> None:
+        super().__init__(f"cannot read log file {str(path)!r} at {position}: {reason}")
+        self.path = path
+        self.position = position
+        self.reason = reason
 
 
 class ConfigError(AgentError):

@@ -10,51 +10,26 @@ exceptions into :class:`vehicle_agent.errors.SourceError`.
 
 from __future__ import annotations
 
-import gzip
-import sqlite3
-import struct
 import time
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
-from io import BufferedIOBase
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TextIO
+from typing import Any, Protocol, Self
 
 import can
-from asammdf.blocks.utils import MdfException
-from can.io.blf import BLFParseError
-from can.io.generic import BinaryIOMessageReader, MessageReader, TextIOMessageReader
 
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
+from vehicle_agent.logs import DEFAULT_CHUNK, ReaderChoice, read_columns
+from vehicle_agent.logs.generic import open_reader
 
 __all__ = ["BusSource", "BusStats", "FrameSource", "LiveSource", "LogSource", "to_frame"]
-
-# What python-can's readers (and asammdf, gzip, sqlite underneath) raise for a
-# file that is missing, truncated, corrupt or in another format than its suffix.
-_READ_ERRORS = (
-    OSError,  # includes gzip.BadGzipFile
-    EOFError,
-    ValueError,  # includes UnicodeDecodeError and unknown suffixes
-    KeyError,
-    IndexError,
-    struct.error,
-    zlib.error,
-    sqlite3.Error,
-    BLFParseError,
-    MdfException,
-    can.CanError,
-)
 
 # What opening or reading a live interface raises: python-can's own errors, and
 # the ValueError/OSError/NotImplementedError/ImportError of a bad interface name,
 # a missing driver or a missing device.
 _BUS_ERRORS = (can.CanError, ValueError, OSError, NotImplementedError, ImportError)
-
-_MDF_MAGICS = (b"MDF     ", b"UnFinMF ")
 
 
 class FrameSource(Protocol):
@@ -182,6 +157,8 @@ class LogSource(_Closing):
         realtime: bool = False,
         speed: float = 1.0,
         channel_names: Mapping[str, str] | None = None,
+        reader: ReaderChoice = "auto",
+        chunk_frames: int = DEFAULT_CHUNK,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, not {speed}")
@@ -189,100 +166,37 @@ class LogSource(_Closing):
         self.realtime = realtime
         self.speed = speed
         self.channel_names: dict[str, str] = dict(channel_names or {})
+        self.reader: ReaderChoice = reader
+        self._chunk_frames = chunk_frames
         self._closed = False
-        self._reader = _open_reader(path)
+        # Opening python-can's reader checks that the file exists and has the
+        # format its suffix names, so a bad file fails here, not mid-run.
+        open_reader(path).stop()
+        self._chunks: Iterator[Any] | None = None
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
             raise SourceError(f"log file {str(self.path)!r} is closed")
-        messages: Iterable[can.Message] = self._reader
-        if self.realtime:
-            messages = _paced(messages, self.speed)
-        iterator = iter(messages)
-        names = self.channel_names
-        while True:
-            try:
-                msg = next(iterator)
-            except StopIteration:
+        frames = self._frames()
+        return _paced(frames, self.speed) if self.realtime else frames
+
+    def _frames(self) -> Iterator[Frame]:
+        chunks = read_columns(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
+        self._chunks = chunks
+        names = self.channel_names or None
+        for chunk in chunks:
+            if self._closed:
                 return
-            except _READ_ERRORS as exc:
-                raise SourceError(
-                    f"cannot read log file {str(self.path)!r}: {type(exc).__name__}: {exc}"
-                ) from exc
-            if names and msg.channel is not None:
-                yield to_frame(msg, names.get(str(msg.channel)))
-            else:
-                yield to_frame(msg)
+            yield from chunk.frames(names)
 
     def _release(self) -> None:
-        self._reader.stop()
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None and hasattr(chunks, "close"):
+            chunks.close()
 
 
-def _open_reader(path: Path) -> MessageReader:
-    """Pick python-can's reader by suffix and open the file for it.
-
-    ``can.LogReader`` does the same dispatch but leaves the file open when the
-    reader rejects it; opening the file here lets us close it on every failure.
-    """
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    compressed = bool(suffixes) and suffixes[-1] == ".gz"
-    suffix = (suffixes[-2] if len(suffixes) >= 2 else "") if compressed else path.suffix.lower()
-    reader_type = can.io.MESSAGE_READERS.get(suffix)
-    if reader_type is None:
-        raise SourceError(
-            f"cannot read log file {str(path)!r}: unknown log format {''.join(path.suffixes)!r}"
-        )
-    try:
-        with ExitStack() as cleanup:
-            reader = _make_reader(reader_type, path, compressed, cleanup)
-            cleanup.pop_all()  # the reader owns the file from now on
-            return reader
-    except _READ_ERRORS as exc:
-        raise SourceError(
-            f"cannot read log file {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _make_reader(
-    reader_type: type[MessageReader], path: Path, compressed: bool, cleanup: ExitStack
-) -> MessageReader:
-    if issubclass(reader_type, can.MF4Reader) and not compressed:
-        _check_mdf_magic(path)
-        # Given an open file, MF4Reader reads it all into memory; given a path,
-        # asammdf reads the blocks it needs from disk.
-        return reader_type(path)
-    # The exit stack owns the file until the reader is built (ruff cannot see
-    # that through gzip.open, hence the noqa).
-    if issubclass(reader_type, TextIOMessageReader):
-        text: TextIO
-        if compressed:
-            text = cleanup.enter_context(gzip.open(path, "rt", encoding="utf-8"))  # noqa: SIM115
-        else:
-            text = cleanup.enter_context(path.open(encoding="utf-8"))
-        return reader_type(text)
-    if issubclass(reader_type, BinaryIOMessageReader):
-        binary: BufferedIOBase
-        if compressed:
-            binary = cleanup.enter_context(gzip.open(path, "rb"))  # noqa: SIM115
-        else:
-            binary = cleanup.enter_context(path.open("rb"))
-        return reader_type(binary)
-    if compressed:  # readers that open the file by name (sqlite)
-        raise SourceError(f"cannot read log file {str(path)!r}: cannot decompress it")
-    return reader_type(path)
-
-
-def _check_mdf_magic(path: Path) -> None:
-    # asammdf reports a foreign file well but then fails in its own destructor;
-    # checking the identification block first keeps that noise out.
-    with path.open("rb") as file:
-        magic = file.read(8)
-    if magic not in _MDF_MAGICS:
-        raise SourceError(f"cannot read log file {str(path)!r}: not an MDF file")
-
-
-def _paced(messages: Iterable[can.Message], speed: float) -> Iterator[can.Message]:
-    """Yield messages at their recorded pace, ``speed`` times faster.
+def _paced(frames: Iterable[Frame], speed: float) -> Iterator[Frame]:
+    """Yield frames at their recorded pace, ``speed`` times faster.
 
     Like ``can.MessageSync(timestamps=True)``, which has no speed factor: each
     message is due at its offset from the first timestamp, so sleep errors do not
@@ -290,13 +204,13 @@ def _paced(messages: Iterable[can.Message], speed: float) -> Iterator[can.Messag
     """
     start = time.perf_counter()
     first: float | None = None
-    for msg in messages:
+    for frame in frames:
         if first is None:
-            first = msg.timestamp
-        delay = start + (msg.timestamp - first) / speed - time.perf_counter()
+            first = frame.timestamp
+        delay = start + (frame.timestamp - first) / speed - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        yield msg
+        yield frame
 
 
 class BusSource(_Closing):

@@ -404,7 +404,7 @@ def test_log_channels_map_to_bus_names() -> None:
 
 
 def _fields(frame: Frame) -> dict[str, Any]:
-    return {name: getattr(frame, name) for name in Frame.__slots__}
+    return frame._asdict()
 
 
 # ---------------------------------------------------------------- end to end with the decoder
