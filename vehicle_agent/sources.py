@@ -21,8 +21,8 @@ import can
 
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
-from vehicle_agent.logs import DEFAULT_CHUNK, ReaderChoice, read_columns
-from vehicle_agent.logs.generic import open_reader
+from vehicle_agent.logs import DEFAULT_CHUNK, ReaderChoice, open_fast
+from vehicle_agent.logs.generic import open_reader, read_messages
 
 __all__ = ["BusSource", "BusStats", "FrameSource", "LiveSource", "LogSource", "to_frame"]
 
@@ -181,13 +181,24 @@ class LogSource(_Closing):
         return _paced(frames, self.speed) if self.realtime else frames
 
     def _frames(self) -> Iterator[Frame]:
-        chunks = read_columns(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
-        self._chunks = chunks
-        names = self.channel_names or None
-        for chunk in chunks:
-            if self._closed:
-                return
-            yield from chunk.frames(names)
+        names = self.channel_names
+        chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
+        if chunks is not None:
+            self._chunks = chunks
+            for chunk in chunks:
+                if self._closed:
+                    return
+                yield from chunk.frames(names)
+            return
+        # No fast reader: python-can's messages, translated one by one (cheaper
+        # than going through columns).
+        messages = read_messages(self.path)
+        self._chunks = messages
+        for msg in messages:
+            if names and msg.channel is not None:
+                yield to_frame(msg, names.get(str(msg.channel)))
+            else:
+                yield to_frame(msg)
 
     def _release(self) -> None:
         chunks, self._chunks = self._chunks, None

@@ -16,6 +16,7 @@ Each fast reader is a module here with one function,
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ __all__ = [
     "Unsupported",
     "fast_reader_for",
     "log_suffix",
+    "open_fast",
     "read_columns",
 ]
 
@@ -79,6 +81,37 @@ def fast_reader_for(path: Path) -> _Read | None:
     return read
 
 
+def open_fast(
+    path: Path, *, chunk_frames: int = DEFAULT_CHUNK, reader: ReaderChoice = "auto"
+) -> Iterator[FrameColumns] | None:
+    """The chunks of *path* from its fast reader, or None when python-can must read it.
+
+    None for ``reader="python-can"``, for a format without a fast reader and for a
+    file the fast reader declines (:class:`Unsupported`); with ``reader="fast"``
+    those raise :class:`Unsupported` instead. The first chunk is read here, so a
+    reader that declines does so before this returns.
+    """
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
+    if reader == "python-can":
+        return None
+    fast = fast_reader_for(path)
+    if fast is None:
+        if reader == "fast":
+            raise Unsupported(f"no fast reader for {log_suffix(path) or 'files without a suffix'}")
+        return None
+    chunks = fast(path, chunk_frames)
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return iter(())
+    except Unsupported:
+        if reader == "fast":
+            raise
+        return None
+    return itertools.chain((first,), chunks)
+
+
 def read_columns(
     path: Path, *, chunk_frames: int = DEFAULT_CHUNK, reader: ReaderChoice = "auto"
 ) -> Iterator[FrameColumns]:
@@ -88,25 +121,9 @@ def read_columns(
     otherwise; ``"fast"`` fails with :class:`Unsupported` where there is none;
     ``"python-can"`` always uses python-can's reader.
     """
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
-    if reader != "python-can":
-        fast = fast_reader_for(path)
-        if fast is None and reader == "fast":
-            raise Unsupported(f"no fast reader for {log_suffix(path) or 'files without a suffix'}")
-        if fast is not None:
-            chunks = fast(path, chunk_frames)
-            try:
-                first = next(chunks)
-            except StopIteration:
-                return
-            except Unsupported:
-                if reader == "fast":
-                    raise
-            else:
-                yield first
-                yield from chunks
-                return
+    chunks = open_fast(path, chunk_frames=chunk_frames, reader=reader)
+    if chunks is not None:
+        return chunks
     from vehicle_agent.logs.generic import read as read_generic
 
-    yield from read_generic(path, chunk_frames)
+    return read_generic(path, chunk_frames)
