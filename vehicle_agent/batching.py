@@ -160,6 +160,26 @@ class Batcher:
         self._current = current if len(current) else None
         return closed
 
+    def add_pairs(
+        self, timestamp_us: int, samples: Sequence[tuple[int, float]], position: int = -1
+    ) -> list[Batch]:
+        """Add the (index, value) samples of one frame taken at *timestamp_us*.
+
+        The same as :meth:`add` with the time in every sample, without building
+        those triples when the frame fits in the open batch.
+        """
+        current = self._current
+        count = len(samples)
+        if current is None or not count or len(current) + count >= self._max_samples:
+            return self.add([(index, timestamp_us, value) for index, value in samples], position)
+        indices, values = zip(*samples, strict=True)
+        current.signal_index.extend(indices)
+        current.timestamp_us.extend([timestamp_us] * count)
+        current.value.extend(values)
+        if position > self._position:
+            self._position = position
+        return []
+
     def add_frame(
         self, timestamp: float, samples: Iterable[tuple[int, float]], position: int = -1
     ) -> list[Batch]:

@@ -374,6 +374,7 @@ class Collector:
                 trigger.capture.append(slot)
             self._triggers.append(trigger)
         self._route: list[int] = [_SKIP] * plan.catalog_size
+        self._passthrough = False
         self.set_consent(consent)
 
     def _slot(self, index: int) -> _Slot:
@@ -418,6 +419,21 @@ class Collector:
                 route[index] = _SEND if slot.allowed else _BLOCK
             else:
                 route[index] = _SLOW
+        self._passthrough = not self._triggers and all(code == _SEND for code in route)
+
+    @property
+    def passthrough(self) -> bool:
+        """Whether every sample of every catalog signal goes out as decoded.
+
+        Then the caller may skip :meth:`process` and count with :meth:`passed`.
+        """
+        return self._passthrough
+
+    def passed(self, count: int) -> None:
+        """Count *count* samples sent as they are, without :meth:`process`."""
+        stats = self._stats
+        stats.samples_in += count
+        stats.samples_out += count
 
     # ------------------------------------------------------------ samples
 

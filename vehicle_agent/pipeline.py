@@ -131,6 +131,11 @@ class Pipeline:
         if not samples:
             return self.batcher.add((), position) if position >= 0 else []
         collector = self.collector
+        if collector.passthrough:
+            # Every sample goes out as decoded (e.g. the default plan): no policy
+            # to apply, no trigger to feed.
+            collector.passed(len(samples))
+            return self.batcher.add_pairs(to_microseconds(frame.timestamp), samples, position)
         out = collector.process(to_microseconds(frame.timestamp), samples)
         if collector.fired:
             self._marks.extend(collector.drain_fired())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vehicle_agent.batching import Batcher, to_microseconds
+from vehicle_agent.batching import Batch, Batcher, to_microseconds
 
 
 class FakeClock:
@@ -111,3 +111,24 @@ def test_drop_filters_the_open_batch() -> None:
     b.add([(1, 3, 4.0)])
     assert b.drop(frozenset({1})) == 1
     assert b.flush() is None
+
+
+def test_add_pairs_equals_add_with_the_time_in_every_sample() -> None:
+    frames = [[(i % 7, float(n * 10 + i)) for i in range(1 + n % 5)] for n in range(200)]
+    by_triples = Batcher(1, max_samples=9, max_age=3600)
+    by_pairs = Batcher(1, max_samples=9, max_age=3600)
+    closed: list[list[Batch]] = [[], []]
+    for position, pairs in enumerate(frames):
+        ts = 1_000 * position
+        closed[0] += by_triples.add([(i, ts, v) for i, v in pairs], position)
+        closed[1] += by_pairs.add_pairs(ts, pairs, position)
+    for batcher, batches in zip((by_triples, by_pairs), closed, strict=True):
+        last = batcher.flush()
+        if last is not None:
+            batches.append(last)
+
+    def columns(b: Batch) -> tuple[object, ...]:
+        return (list(b.signal_index), list(b.timestamp_us), list(b.value), b.position)
+
+    assert [columns(b) for b in closed[0]] == [columns(b) for b in closed[1]]
+    assert len(closed[0]) > 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -59,6 +60,34 @@ def test_default_plan_sends_every_decoded_sample(frames: list[Frame]) -> None:
     assert _samples(batches) == expected
     assert batches[-1].position == len(frames) - 1
     assert all(len(b) <= 500 for b in batches)
+
+
+def test_passthrough_gives_the_same_batches_as_the_collector(frames: list[Frame]) -> None:
+    # The default plan skips the collector; forcing it back must change nothing,
+    # neither the batches (with their positions) nor the collector's counts.
+    runs = []
+    for passthrough in (True, False):
+        decoder = Decoder([DbcSpec(DRIVE_DBC)])
+        pipeline = _pipeline(decoder, default_plan(decoder.catalog))
+        assert pipeline.collector.passthrough
+        pipeline.collector._passthrough = passthrough
+        batches = frames_of(pipeline, frames)
+        runs.append(
+            (
+                [(b.position, len(b)) for b in batches],
+                _samples(batches),
+                dataclasses.replace(pipeline.collector.stats),
+            )
+        )
+    assert runs[0] == runs[1]
+
+
+def test_a_plan_with_a_policy_or_a_withheld_purpose_is_not_passthrough() -> None:
+    decoder = Decoder([DbcSpec(DRIVE_DBC)])
+    on_change = Plan(1, "change", (SignalRule(SignalRef("Speed"), mode=SamplingMode.ON_CHANGE),))
+    assert not _pipeline(decoder, on_change).collector.passthrough
+    location = default_plan(decoder.catalog, Purpose.LOCATION)
+    assert not _pipeline(decoder, location).collector.passthrough
 
 
 def test_a_plan_decodes_only_what_it_needs_and_sends_only_its_signals(
