@@ -32,14 +32,23 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from telehub.v1 import telemetry_pb2 as pb
-from telehub.v1 import telemetry_pb2_grpc as pb_grpc
 from vehicle_agent import wire
 from vehicle_agent.catalog import Catalog
 from vehicle_agent.errors import UplinkError
 from vehicle_agent.pending import PendingQueue
 
 if TYPE_CHECKING:
-    _Call = grpc.aio.StreamStreamCall[pb.VehicleMessage, pb.CloudMessage]
+    _Call = grpc.aio.StreamStreamCall[pb.VehicleMessage | bytes, pb.CloudMessage]
+
+#: The gateway's one RPC (telehub.v1.TelemetryGateway/Connect).
+CONNECT_METHOD = "/telehub.v1.TelemetryGateway/Connect"
+
+
+def _serialize(message: pb.VehicleMessage | bytes) -> bytes:
+    # Telemetry batches arrive already serialized (wire.telemetry_bytes encodes
+    # their columns with numpy); every other message is serialized here.
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +223,13 @@ class Uplink:
     async def _session(self) -> None:
         metadata = (("authorization", f"Bearer {self._token}"),)
         async with grpc.aio.insecure_channel(self.target, compression=self._compression) as channel:
-            stub = pb_grpc.TelemetryGatewayStub(channel)
+            connect = channel.stream_stream(
+                CONNECT_METHOD,
+                request_serializer=_serialize,
+                response_deserializer=pb.CloudMessage.FromString,
+            )
             # No request iterator: the call is driven with write()/read().
-            call = stub.Connect(None, metadata=metadata)
+            call: _Call = connect(None, metadata=metadata)
             try:
                 await self._handshake(call)
                 async with asyncio.TaskGroup() as tasks:
@@ -240,7 +253,7 @@ class Uplink:
                 call.cancel()
                 self._sent_at.clear()
 
-    async def _write(self, call: _Call, message: pb.VehicleMessage) -> None:
+    async def _write(self, call: _Call, message: pb.VehicleMessage | bytes) -> None:
         # grpc.aio allows one write at a time; several loops share the stream.
         async with self._write_lock:
             await call.write(message)
@@ -287,7 +300,7 @@ class Uplink:
             self._highest_sent = max(self._highest_sent, last)
             self._sent_at[last] = time.monotonic()
             try:
-                await self._write(call, wire.telemetry(batch))
+                await self._write(call, wire.telemetry_bytes(batch))
             except _WRITE_ENDED:
                 return  # the stream has ended; the receive loop reads why
             self.stats.batches_sent += 1

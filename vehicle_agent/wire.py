@@ -6,7 +6,11 @@ The only agent module besides the uplink that imports generated ``*_pb2`` code.
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
 
 from telehub.v1 import telemetry_pb2 as pb
 from vehicle_agent.batching import Batch
@@ -116,6 +120,98 @@ def telemetry(batch: Batch) -> pb.VehicleMessage:
             ],
         )
     )
+
+
+def telemetry_bytes(batch: Batch) -> bytes:
+    """:func:`telemetry` serialized, byte for byte, with the columns encoded by numpy.
+
+    Building the message field by field turns every sample into Python ints and
+    floats (~1 µs per frame of the drive); here the packed columns are written
+    whole: doubles as their bytes, indices and time deltas as varints computed
+    on arrays. Fields go in field-number order and zero scalars are left out,
+    as protobuf itself serializes, so the bytes are the same.
+    """
+    if batch.sequence < 1:
+        raise ValueError("a batch is numbered before it is sent")
+    ts = np.frombuffer(batch.timestamp_us, dtype=np.int64)
+    body = bytearray()
+    body += b"\x08" + _varint(batch.sequence)
+    if batch.catalog_id:
+        body += b"\x11" + _FIXED64.pack(batch.catalog_id)
+    if len(ts):
+        base = int(ts[0])
+        if base:
+            body += b"\x18" + _varint(base & _U64)
+        body += _packed(0x22, _varints(np.frombuffer(batch.signal_index, dtype=np.uint32)))
+        deltas = np.diff(ts, prepend=ts[:1])
+        zigzag = (deltas << 1) ^ (deltas >> 63)
+        body += _packed(0x2A, _varints(zigzag.view(np.uint64)))
+        body += _packed(0x32, np.asarray(batch.value, dtype="<f8").tobytes())
+    for evicted in batch.evicted:
+        body += _field(
+            0x3A,
+            pb.EvictedSamples(
+                signal_index=evicted.signal_index,
+                samples=evicted.samples,
+                first_time_us=evicted.first_time_us,
+                last_time_us=evicted.last_time_us,
+            ).SerializeToString(),
+        )
+    for mark in batch.triggers:
+        body += _field(
+            0x42,
+            pb.TriggerFired(
+                name=mark.name, time_us=mark.time_us, plan_version=mark.plan_version
+            ).SerializeToString(),
+        )
+    return _field(0x12, bytes(body))
+
+
+_U64 = (1 << 64) - 1
+_FIXED64 = struct.Struct("<Q")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (its tag byte given): a message or packed column."""
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def _packed(tag: int, payload: bytes) -> bytes:
+    """A packed repeated field; protobuf writes nothing for an empty one."""
+    return _field(tag, payload) if payload else b""
+
+
+def _varints(values: npt.NDArray[np.unsignedinteger]) -> bytes:
+    """The varint encoding of every value, concatenated (a packed repeated field)."""
+    wide = values.astype(np.uint64, copy=False)
+    if not len(wide):
+        return b""
+    if int(wide.max()) < 0x80:
+        return wide.astype(np.uint8).tobytes()
+    # Bytes per value: one, plus one per further 7 significant bits.
+    sizes = np.ones(len(wide), dtype=np.int64)
+    rest = wide >> np.uint64(7)
+    while rest.any():
+        sizes += rest != 0
+        rest >>= np.uint64(7)
+    ends = np.cumsum(sizes)
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    starts = ends - sizes
+    for k in range(int(sizes.max())):
+        has = sizes > k
+        septet = (wide[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (sizes[has] > k + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[has] + k] = (septet | more).astype(np.uint8)
+    return out.tobytes()
 
 
 def fault_report(report_id: int, payload: bytes) -> pb.VehicleMessage:
