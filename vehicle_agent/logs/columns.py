@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import can
@@ -85,54 +86,63 @@ class FrameColumns:
         return int(self.timestamp.shape[0])
 
     def frames(self, channel_names: Mapping[str, str] | None = None) -> list[Frame]:
-        """The chunk as agent frames; ``channel_names`` renames channels (as text)."""
+        """The chunk as agent frames; ``channel_names`` renames channels (as text).
+
+        Every field is turned into a Python list by numpy first and the tuples are
+        made by ``tuple.__new__`` from C (~0.3 µs a frame; a Python loop calling
+        ``Frame(...)`` with per-frame flag tests costs ~2.4 µs).
+        """
+        n = len(self)
         names = channel_names or {}
         labels = [None if c is None else names.get(str(c), str(c)) for c in self.channels]
+        if len(labels) == 1:
+            channels: list[str | None] = labels * n
+        else:
+            channels = [labels[code] for code in self.channel.tolist()]
+        flags = self.flags
+
+        def flag(bit: int) -> list[bool]:
+            return (flags & bit).astype(bool).tolist()  # type: ignore[no-any-return]
+
+        columns = (
+            self.timestamp.tolist(),
+            self.arbitration_id.tolist(),
+            self._payloads(),
+            flag(EXTENDED),
+            flag(FD),
+            flag(REMOTE),
+            flag(ERROR),
+            channels,
+            flag(BRS),
+            flag(ESI),
+        )
+        return list(map(_make_frame, zip(*columns, strict=True)))
+
+    def _payloads(self) -> list[bytes]:
+        """Each frame's data bytes (``length`` of them) as ``bytes``."""
+        n = len(self)
         width = self.data.shape[1] if self.data.ndim == 2 else 0
+        if not width:
+            return [b""] * n
         buffer = np.ascontiguousarray(self.data).tobytes()
-        flags = self.flags.tolist()
-        starts = range(0, len(self) * width, width) if width else [0] * len(self)
+        lengths = self.length.tolist()
         return [
-            Frame(
-                ts,
-                ident,
-                buffer[start : start + size],
-                bool(f & EXTENDED),
-                bool(f & FD),
-                bool(f & REMOTE),
-                bool(f & ERROR),
-                labels[ch],
-                bool(f & BRS),
-                bool(f & ESI),
-            )
-            for ts, ident, f, size, ch, start in zip(
-                self.timestamp.tolist(),
-                self.arbitration_id.tolist(),
-                flags,
-                self.length.tolist(),
-                self.channel.tolist(),
-                starts,
-                strict=True,
-            )
+            buffer[start : start + size]
+            for start, size in zip(range(0, n * width, width), lengths, strict=True)
         ]
 
     def messages(self) -> list[can.Message]:
         """The chunk as python-can messages, equal field for field to the reader's."""
-        width = self.data.shape[1] if self.data.ndim == 2 else 0
-        buffer = np.ascontiguousarray(self.data).tobytes()
         out: list[can.Message] = []
-        for row, (ts, ident, f, dlc, size, ch) in enumerate(
-            zip(
-                self.timestamp.tolist(),
-                self.arbitration_id.tolist(),
-                self.flags.tolist(),
-                self.dlc.tolist(),
-                self.length.tolist(),
-                self.channel.tolist(),
-                strict=True,
-            )
+        for ts, ident, f, dlc, data, ch in zip(
+            self.timestamp.tolist(),
+            self.arbitration_id.tolist(),
+            self.flags.tolist(),
+            self.dlc.tolist(),
+            self._payloads(),
+            self.channel.tolist(),
+            strict=True,
         ):
-            start = row * width
             out.append(
                 can.Message(
                     timestamp=ts,
@@ -142,7 +152,7 @@ class FrameColumns:
                     is_error_frame=bool(f & ERROR),
                     channel=self.channels[ch],
                     dlc=dlc,
-                    data=buffer[start : start + size],
+                    data=data,
                     is_fd=bool(f & FD),
                     is_rx=bool(f & RX),
                     bitrate_switch=bool(f & BRS),
@@ -151,6 +161,10 @@ class FrameColumns:
                 )
             )
         return out
+
+
+#: Builds a Frame from a tuple of its fields, called from C by map().
+_make_frame = partial(tuple.__new__, Frame)
 
 
 def flags_of(msg: can.Message) -> int:
