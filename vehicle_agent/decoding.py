@@ -101,12 +101,20 @@ class DecodeStats:
 # vehicle_agent.fastdecode) or cantools' Message.decode with the Decoder's arguments.
 _DecodeFn = Callable[[bytes], object]
 
-# How a matched message decodes; by signal name, the catalog index of each of its
-# signals; and whether a frame repeating the previous payload may be skipped.
-_Target = tuple[_DecodeFn, dict[str, int], bool]
+# How a matched message decodes, and whether that is a compiled decoder (which
+# gives a number for every signal, in the message's order); by signal name, the
+# catalog index of each of its signals; and whether a frame repeating the
+# previous payload may be skipped.
+_Decoding = tuple[_DecodeFn, bool]
+_Target = tuple[_DecodeFn, bool, dict[str, int], bool]
 
 # Stands for a message the active selection does not need (known, not decoded).
-_NOT_SELECTED: _Target = (Message(frame_id=0, name="", length=0, signals=[]).decode, {}, False)
+_NOT_SELECTED: _Target = (
+    Message(frame_id=0, name="", length=0, signals=[]).decode,
+    False,
+    {},
+    False,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +205,7 @@ class Decoder:
         if target is _NOT_SELECTED:
             stats.not_selected += 1
             return []
-        decode, indices, skip_repeats = target
+        decode, compiled, indices, skip_repeats = target
         if skip_repeats:
             # Per sender: one J1939 entry matches the same PGN from every source.
             key = (frame.channel, frame.arbitration_id, frame.is_extended)
@@ -218,11 +226,15 @@ class Decoder:
         if not isinstance(decoded, dict):  # a container's list: DBC files have none
             stats.decode_errors += 1
             return []
-        samples = [
-            (indices[name], value)
-            for name, value in decoded.items()
-            if isinstance(value, int | float)
-        ]
+        if compiled:
+            # Only numbers, one per signal: pair them up without a Python loop.
+            samples = list(zip(map(indices.__getitem__, decoded), decoded.values(), strict=True))
+        else:
+            samples = [
+                (indices[name], value)
+                for name, value in decoded.items()
+                if isinstance(value, int | float)
+            ]
         stats.decoded += 1
         stats.samples += len(samples)
         return samples
@@ -244,13 +256,13 @@ class Decoder:
         return None
 
 
-def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _DecodeFn]:
+def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _Decoding]:
     """How each message of the loaded files decodes, by ``id()`` of the message.
 
     Compiled once per message (select() rebuilds the routes, not the decoders);
     the messages stay alive in ``bound``.
     """
-    decoders: dict[int, _DecodeFn] = {}
+    decoders: dict[int, _Decoding] = {}
     for entry in bound:
         for message in entry.dbc.database.messages:
             if id(message) in decoders:
@@ -260,13 +272,16 @@ def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _DecodeFn]:
             truncated_ok = message.length > 8
             compiled = compile_message(message) if fast and not truncated_ok else None
             decoders[id(message)] = (
-                compiled
+                (compiled, True)
                 if compiled is not None
-                else partial(
-                    message.decode,
-                    decode_choices=False,
-                    scaling=True,
-                    allow_truncated=truncated_ok,
+                else (
+                    partial(
+                        message.decode,
+                        decode_choices=False,
+                        scaling=True,
+                        allow_truncated=truncated_ok,
+                    ),
+                    False,
                 )
             )
     return decoders
@@ -275,7 +290,7 @@ def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _DecodeFn]:
 def _route(
     entry: BoundDbc,
     catalog: Catalog,
-    decoders: dict[int, _DecodeFn],
+    decoders: dict[int, _Decoding],
     selected: frozenset[int] | None,
     skip_unchanged: frozenset[int],
 ) -> _Route:
@@ -288,16 +303,16 @@ def _route(
             for signal in message.signals
         }
         target: _Target
-        decode = decoders[id(message)]
+        decode, compiled = decoders[id(message)]
         if selected is None:
-            target = (decode, indices, False)
+            target = (decode, compiled, indices, False)
         elif selected.isdisjoint(indices.values()):
             # Still matched, so the frame counts as known but not needed. An empty
             # message (no signals) stays decodable: it says the id is alive.
-            target = (decode, indices, False) if not indices else _NOT_SELECTED
+            target = (decode, compiled, indices, False) if not indices else _NOT_SELECTED
         else:
             needed = selected.intersection(indices.values())
-            target = (decode, indices, needed <= skip_unchanged)
+            target = (decode, compiled, indices, needed <= skip_unchanged)
         # The first message wins when two share an id (or a PGN), matching the
         # catalog's keep-the-first rule.
         if message.is_extended_frame and by_pgn is not None:
