@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--vehicle", help="vehicle id (TELEHUB_VEHICLE_ID)")
     r.add_argument("--token", help="vehicle credential (TELEHUB_TOKEN)")
     r.add_argument("--gateway", help="gateway host:port (TELEHUB_GATEWAY)")
-    r.add_argument("--dbc", action="append", type=_dbc, help="PATH[:BUS[:CHANNEL]], repeatable")
+    r.add_argument(
+        "--dbc", action="append", type=dbc_argument, help="PATH[:BUS[:CHANNEL]], repeatable"
+    )
     src = r.add_mutually_exclusive_group()
     src.add_argument("--log", type=Path, help="replay this log file (any format python-can reads)")
     src.add_argument("--interface", help="python-can interface, e.g. socketcan, virtual, pcan")
@@ -72,7 +74,7 @@ def _bus(text: str) -> BusSettings:
     return BusSettings(name=name, interface=parts[0], channel=parts[1], bitrate=bitrate)
 
 
-def _dbc(text: str) -> DbcSettings:
+def dbc_argument(text: str) -> DbcSettings:
     path, _, rest = text.partition(":")
     bus, _, channel = rest.partition(":")
     return DbcSettings(path=Path(path), bus=bus or "can", channel=channel or None)

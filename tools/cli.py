@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools import agent_cmd, bench, cloud_cmd, demo
+    from tools import agent_cmd, bench, cloud_cmd, dbc_cmd, demo, plot_cmd, replay_cmd
 
     parser = argparse.ArgumentParser(
         prog="telehub",
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     cloud_cmd.register(sub)
     agent_cmd.register(sub)
     bench.register(sub)
+    dbc_cmd.register(sub)
+    plot_cmd.register(sub)
+    replay_cmd.register(sub)
     return parser
 
 

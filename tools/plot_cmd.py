@@ -28,7 +28,7 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from tools.agent_cmd import _dbc as dbc_argument
+from tools.agent_cmd import dbc_argument
 from vehicle_agent.catalog import Catalog, DbcSpec, SignalSpec
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.errors import DbcError, SourceError

@@ -42,7 +42,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from tools.agent_cmd import _dbc as dbc_argument
+from tools.agent_cmd import dbc_argument
 from vehicle_agent.app import Agent, AgentReport
 from vehicle_agent.config import AgentSettings
 from vehicle_agent.errors import AgentError
