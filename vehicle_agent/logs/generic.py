@@ -21,6 +21,7 @@ import can
 from asammdf.blocks.utils import MdfException
 from can.io.blf import BLFParseError
 from can.io.generic import BinaryIOMessageReader, MessageReader, TextIOMessageReader
+from isal.isal_zlib import error as IsalError
 
 from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs.columns import FrameColumns, columns_from_messages
@@ -40,6 +41,7 @@ READ_ERRORS = (
     sqlite3.Error,
     BLFParseError,
     MdfException,
+    IsalError,  # asammdf inflates MF4 data blocks with isal, not zlib
     can.CanError,
 )
 
