@@ -314,7 +314,9 @@ class Agent:
         stats = getattr(self.source, "stats", None)
         if isinstance(stats, dict) and stats:
             return {name: s.frames for name, s in stats.items()}
-        return {"log" if isinstance(self.source, LogSource) else "bus": self._frames_read}
+        if isinstance(self.source, LogSource):
+            return self.source.frames_by_channel or {"log": 0}
+        return {"bus": self._frames_read}
 
     def health(self) -> pb.AgentHealth:
         """The agent's counters as the health report sent to the cloud."""

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import can
+import numpy as np
 
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
@@ -179,6 +180,7 @@ class LogSource(_Closing):
         # format its suffix names, so a bad file fails here, not mid-run.
         open_reader(path).stop()
         self._chunks: Iterator[Any] | None = None
+        self._by_channel: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
@@ -191,25 +193,55 @@ class LogSource(_Closing):
         chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
         if chunks is not None:
             self._chunks = chunks
+            counts = self._by_channel
             for chunk in chunks:
                 if self._closed:
                     return
-                yield from chunk.frames(names)
+                frames = chunk.frames(names)
+                per_code = np.bincount(chunk.channel, minlength=len(chunk.channels)).tolist()
+                for channel, count in zip(chunk.channels, per_code, strict=True):
+                    if count:
+                        label = _label(channel, names)
+                        counts[label] = counts.get(label, 0) + count
+                yield from frames
             return
         # No fast reader: python-can's messages, translated one by one (cheaper
         # than going through columns).
         messages = read_messages(self.path)
         self._chunks = messages
+        counts = self._by_channel
         for msg in messages:
             if names and msg.channel is not None:
-                yield to_frame(msg, names.get(str(msg.channel)))
+                frame = to_frame(msg, names.get(str(msg.channel)))
             else:
-                yield to_frame(msg)
+                frame = to_frame(msg)
+            label = frame.channel or _NO_CHANNEL
+            counts[label] = counts.get(label, 0) + 1
+            yield frame
+
+    @property
+    def frames_by_channel(self) -> dict[str, int]:
+        """Frames read so far by channel (its bus name where one is mapped).
+
+        Frames without a channel count under ``"log"``.
+        """
+        return dict(self._by_channel)
 
     def _release(self) -> None:
         chunks, self._chunks = self._chunks, None
         if chunks is not None and hasattr(chunks, "close"):
             chunks.close()
+
+
+#: The channel name counted for frames whose log does not name their channel.
+_NO_CHANNEL = "log"
+
+
+def _label(channel: object, names: Mapping[str, str]) -> str:
+    if channel is None:
+        return _NO_CHANNEL
+    text = str(channel)
+    return names.get(text, text)
 
 
 def _paced(frames: Iterable[Frame], speed: float) -> Iterator[Frame]:

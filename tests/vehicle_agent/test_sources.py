@@ -18,6 +18,7 @@ import pytest
 
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
+from vehicle_agent.logs import ReaderChoice
 from vehicle_agent.sources import BusSource, FrameSource, LogSource, to_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,14 +52,21 @@ def _read(path: Path, *, realtime: bool = False, speed: float = 1.0) -> list[Fra
 # ---------------------------------------------------------------- log files
 
 
+@pytest.mark.parametrize("reader", ["auto", "python-can"])
 @pytest.mark.parametrize("path", LOGS, ids=[p.name for p in LOGS])
-def test_log_source_reads_like_python_can(path: Path) -> None:
-    with can.LogReader(path) as reader:
-        expected = [_expected(msg) for msg in reader]
-    frames = _read(path)
+def test_log_source_reads_like_python_can(path: Path, reader: ReaderChoice) -> None:
+    with can.LogReader(path) as log:
+        expected = [_expected(msg) for msg in log]
+    with LogSource(path, reader=reader, chunk_frames=50) as source:
+        frames = list(source)
+        by_channel = source.frames_by_channel
     assert frames == expected
     assert frames
     assert all(isinstance(frame.data, bytes) for frame in frames)
+    counted: dict[str, int] = {}
+    for frame in frames:
+        counted[frame.channel or "log"] = counted.get(frame.channel or "log", 0) + 1
+    assert by_channel == counted
 
 
 def test_log_formats_cover_flags() -> None:
