@@ -1,0 +1,508 @@
+"""What the fast text log readers (candump ``.log``, ASC, TRC) share.
+
+python-can reads a text log one line at a time and builds a ``can.Message``
+per frame, which costs most of its time. These readers decode the file in
+blocks of whole lines and match a block against the format's common line
+shapes, one regular expression (``findall``) per :class:`Shape`: the lines of a
+shape are turned into columns with numpy all at once. Every other line
+(headers, comments, rare events, anything odd) goes through the format's line
+parser, a port of python-can's handling of a line, so a reader stays exact
+without its shapes covering the whole format. A shape's builder may hand lines
+back when their fields show python-can would read them differently (too few
+data bytes, say); the port takes those too. The frames of a block go back
+into file order before the :class:`Chunker` cuts them into chunks.
+
+The text is decoded as python-can's readers receive it (UTF-8, universal
+newlines). A line python-can rejects with an exception raises
+:class:`LogFormatError` naming the line, after the frames before it; so does a
+decoding or decompression error (python-can loses the lines of the 8 KiB it
+was decoding there, these readers do not).
+"""
+
+from __future__ import annotations
+
+import codecs
+import gc
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vehicle_agent.errors import LogFormatError, SourceError
+from vehicle_agent.logs.columns import Channel, FrameColumns
+
+__all__ = [
+    "Build",
+    "Chunker",
+    "LineFormat",
+    "LineReader",
+    "Row",
+    "Shape",
+    "byte_rows",
+    "check_row",
+    "decimals",
+    "encode_channels",
+    "hex_ints",
+    "lookup",
+    "pack_rows",
+    "read_lines",
+    "text_blocks",
+]
+
+#: One frame from a line parser: timestamp, arbitration id, flags, dlc, data, channel.
+Row = tuple[float, int, int, int, bytes, Channel]
+#: A shape's columns of text (one sequence per group, one item per line) to
+#: frame columns, and which lines it handled (None: all of them).
+Build = Callable[[Sequence[Sequence[str]]], tuple[FrameColumns, npt.NDArray[np.bool_] | None]]
+#: python-can's handling of one raw line: a frame, None for a line it skips, or
+#: the exception it raises.
+ParseLine = Callable[[str], Row | None]
+
+#: Raw bytes read at a time: ~1000 lines, small enough for the first chunk to
+#: come early and the per-block objects to stay in the young GC generation.
+BLOCK_BYTES = 1 << 16
+#: What python-can's line handling raises for a line it rejects.
+LINE_ERRORS = (ValueError, IndexError, KeyError)
+
+_U32_MAX = 0xFFFF_FFFF
+
+
+class Shape:
+    """A common line shape: a regular expression with a group per field, and its builder.
+
+    ``findall`` of :attr:`pattern` gives one tuple per line: the shape's
+    groups (the first one never empty when the line has the shape), then the
+    whole line when it has not.
+    """
+
+    __slots__ = ("build", "pattern")
+
+    def __init__(self, regex: str, build: Build) -> None:
+        self.pattern = re.compile(f"^(?:{regex})$|^(.*)$", re.MULTILINE)
+        self.build = build
+
+
+@dataclass(frozen=True, slots=True)
+class LineFormat:
+    """The shapes of a format, tried in turn, and the line parser for the other lines."""
+
+    shapes: Sequence[Shape]
+    parse_line: ParseLine
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """The file, decompressed when its name ends in ``.gz`` (as python-can opens it)."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            return gzip.open(path, "rb")
+        return path.open("rb")
+    except OSError as exc:
+        raise SourceError(
+            f"cannot read log file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def text_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, str]]:
+    """The file's lines in blocks: (number of the block's first line, lines joined by ``\\n``).
+
+    Lines are what python-can's text reader iterates over: UTF-8 with ``\\r\\n``
+    and ``\\r`` turned into ``\\n``; a block never ends with the ``\\n`` of its
+    last line. Complete lines before a decoding or read error come out first.
+    """
+    decoder = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder("utf-8")(), translate=True)
+    line = 1
+    pending = ""  # the start of a line whose end is not read yet
+    with open_binary(path) as file:
+        while True:
+            try:
+                raw = file.read(block_bytes)
+                text = pending + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                good = bytes(exc.object[: exc.start]).decode("utf-8", "replace")
+                text = pending + good.replace("\r\n", "\n").replace("\r", "\n")
+                cut = text.rfind("\n")
+                if cut >= 0:
+                    yield line, text[:cut]
+                    line += text.count("\n", 0, cut) + 1
+                raise LogFormatError(path, f"line {line}", f"UnicodeDecodeError: {exc}") from exc
+            except (OSError, EOFError, zlib.error) as exc:
+                raise LogFormatError(path, f"line {line}", f"{type(exc).__name__}: {exc}") from exc
+            if not raw:
+                if text:
+                    yield line, text[:-1] if text.endswith("\n") else text
+                return
+            cut = text.rfind("\n")
+            if cut < 0:
+                pending = text
+                continue
+            yield line, text[:cut]
+            line += text.count("\n", 0, cut) + 1
+            pending = text[cut + 1 :]
+
+
+class LineReader:
+    """Lines one at a time (for a header), then the rest of the file in blocks."""
+
+    def __init__(self, blocks: Iterator[tuple[int, str]]) -> None:
+        self._blocks = blocks
+        self._lines: list[str] = []
+        self._index = 0
+        self._first = 1
+
+    def next_line(self) -> tuple[int, str] | None:
+        """The next line and its number, or None at the end of the file."""
+        while self._index >= len(self._lines):
+            item = next(self._blocks, None)
+            if item is None:
+                return None
+            self._first, block = item
+            self._lines = block.split("\n")
+            self._index = 0
+        self._index += 1
+        return self._first + self._index - 1, self._lines[self._index - 1]
+
+    def rest(self) -> Iterator[tuple[int, str]]:
+        """The lines not taken by :meth:`next_line`, in blocks like :func:`text_blocks`."""
+        if self._index < len(self._lines):
+            yield self._first + self._index, "\n".join(self._lines[self._index :])
+        self._lines = []
+        yield from self._blocks
+
+
+def read_lines(
+    path: Path,
+    fmt: LineFormat,
+    blocks: Iterator[tuple[int, str]],
+    chunker: Chunker,
+) -> Iterator[FrameColumns]:
+    """The frames of *blocks* in chunks; a rejected line raises after the frames before it."""
+    while True:
+        try:
+            item = next(blocks)
+        except StopIteration:
+            break
+        except LogFormatError:
+            yield from chunker.flush()
+            raise
+        first_line, block = item
+        with _collector_paused():
+            piece, error = _parse_block(fmt, block)
+        if piece is not None:
+            yield from chunker.add(piece)
+        if error is not None:
+            yield from chunker.flush()
+            row, exc = error
+            raise LogFormatError(
+                path, f"line {first_line + row}", f"{type(exc).__name__}: {exc}"
+            ) from exc
+    yield from chunker.flush()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while a block is parsed.
+
+    A block makes ~1000 tuples (``findall``'s) that all live until the block
+    is done: the collector walks them again and again and promotes them to the
+    old generation, which brings on full collections of the whole heap. That
+    took as long as the regular expressions; a block makes no reference cycles.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_block(
+    fmt: LineFormat, block: str
+) -> tuple[FrameColumns | None, tuple[int, Exception] | None]:
+    """The frames of one block in file order, and the first line rejected (row, exception).
+
+    Each shape sees the lines the shapes before it left (one pattern per shape
+    keeps ``findall``'s tuples short); the line parser gets the rest.
+    """
+    n = block.count("\n") + 1
+    text = block
+    where: npt.NDArray[np.intp] | None = None  # block rows of text's lines (None: all)
+    pieces: list[FrameColumns] = []
+    positions: list[npt.NDArray[np.intp]] = []
+    slow: list[tuple[int, str]] = []
+    for shape in fmt.shapes:
+        columns = list(zip(*shape.pattern.findall(text), strict=True))
+        rows = np.arange(n) if where is None else where
+        key, others = columns[0], columns[-1]
+        missing = key.count("")
+        if missing == len(key):
+            continue
+        if missing == 0:
+            fields: Sequence[Sequence[str]] = columns[:-1]
+            taken = rows
+        else:
+            index = [i for i, field in enumerate(key) if field]
+            fields = [[column[i] for i in index] for column in columns[:-1]]
+            taken = rows[index]
+        piece, ok = shape.build(fields)
+        if ok is not None and not ok.all():
+            lines = text.split("\n")
+            back = np.flatnonzero(~ok)
+            slow.extend((int(taken[i]), lines[int(rows.searchsorted(taken[i]))]) for i in back)
+            piece = select(piece, ok)
+            taken = taken[ok]
+        pieces.append(piece)
+        positions.append(taken)
+        if missing == 0:
+            text = ""
+            where = np.zeros(0, dtype=np.intp)
+            break
+        left = [i for i, field in enumerate(key) if not field]
+        text = "\n".join([others[i] for i in left])
+        where = rows[left]
+    if where is None or len(where):
+        lines = text.split("\n")
+        rows = np.arange(n) if where is None else where
+        slow.extend(zip(rows.tolist(), lines, strict=True))
+    error: tuple[int, Exception] | None = None
+    if slow:
+        slow.sort()
+        parsed: list[Row] = []
+        parsed_at: list[int] = []
+        for row, line in slow:
+            try:
+                frame = fmt.parse_line(line)
+                if frame is not None:
+                    check_row(frame)
+            except LINE_ERRORS as exc:
+                error = (row, exc)
+                break
+            if frame is not None:
+                parsed.append(frame)
+                parsed_at.append(row)
+        if parsed:
+            pieces.append(pack_rows(parsed))
+            positions.append(np.array(parsed_at, dtype=np.intp))
+    if error is not None:  # python-can yields nothing from the rejected line on
+        kept = [w < error[0] for w in positions]
+        pieces = [select(p, keep) for p, keep in zip(pieces, kept, strict=True)]
+        positions = [w[keep] for w, keep in zip(positions, kept, strict=True)]
+    if not pieces:
+        return None, error
+    if len(pieces) == 1 and len(positions[0]) == n:
+        return pieces[0], error
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    return select(concat(pieces), order), error
+
+
+def check_row(row: Row) -> None:
+    """Raise ValueError for a frame the columns cannot hold (python-can would keep it)."""
+    _, ident, _, dlc, data, _ = row
+    if not 0 <= ident <= _U32_MAX or not 0 <= dlc <= 255 or len(data) > 255:
+        raise ValueError(
+            f"frame (id {ident}, dlc {dlc}, {len(data)} data bytes) does not fit the columns"
+        )
+
+
+def decimals(texts: Sequence[str]) -> npt.NDArray[np.float64]:
+    """``float(text)`` for each text of digits, a point and digits (as the shapes check).
+
+    When the texts line up (same length, point at the same place) and their
+    digits make integers ``N <= 2**53``, ``N / 10**k`` in float64 is the
+    correctly rounded quotient of two exact doubles: the same double as
+    ``float(text)``, which is correctly rounded too.
+    """
+    n = len(texts)
+    first = texts[0]
+    width = len(first)
+    point = first.find(".")
+    joined = "".join(texts).encode("ascii")
+    if len(joined) == n * width and width <= 19 and point > 0:  # 18 digits fit an int64
+        chars = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
+        if (chars[:, point] == ord(".")).all():
+            digits = np.delete(chars, point, axis=1).astype(np.int64) - ord("0")
+            whole = digits @ (10 ** np.arange(width - 2, -1, -1, dtype=np.int64))
+            if int(whole.max()) <= 2**53:
+                return whole.astype(np.float64) / float(10 ** (width - 1 - point))
+    return np.fromiter(map(float, texts), dtype=np.float64, count=n)
+
+
+_HEX_VALUES = np.zeros(256, dtype=np.uint32)
+for _digit in "0123456789abcdefABCDEF":
+    _HEX_VALUES[ord(_digit)] = int(_digit, 16)
+
+
+def hex_ints(texts: Sequence[str], lengths: npt.NDArray[np.intp]) -> npt.NDArray[np.uint32]:
+    """``int(text, 16)`` for each text of 1 to 8 hex digits (as the shapes check)."""
+    values = _HEX_VALUES[np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)]
+    ends = np.cumsum(lengths)
+    shifts = (np.repeat(ends, lengths) - np.arange(1, len(values) + 1)) * 4
+    return np.add.reduceat(values << shifts.astype(np.uint32), ends - lengths).astype(np.uint32)
+
+
+def lookup(
+    texts: Sequence[str], table: dict[str, int], dtype: type[np.generic]
+) -> npt.NDArray[Any]:
+    """``table[text]`` for each text, as an array (one look-up when all texts are equal)."""
+    n = len(texts)
+    first = texts[0]
+    if texts.count(first) == n:
+        return np.full(n, table[first], dtype=dtype)
+    return np.fromiter(map(table.__getitem__, texts), dtype=dtype, count=n)
+
+
+def encode_channels(
+    texts: Sequence[str], convert: Callable[[str], Channel]
+) -> tuple[npt.NDArray[np.int32], list[Channel]]:
+    """Channel codes and distinct channels for channel texts, each converted once."""
+    n = len(texts)
+    first = texts[0]
+    if texts.count(first) == n:
+        return np.zeros(n, dtype=np.int32), [convert(first)]
+    distinct = list(dict.fromkeys(texts))
+    values = [convert(text) for text in distinct]
+    merged: dict[Channel, int] = {}
+    index = {
+        text: merged.setdefault(v, len(merged)) for text, v in zip(distinct, values, strict=True)
+    }
+    codes = np.fromiter(map(index.__getitem__, texts), dtype=np.int32, count=n)
+    return codes, list(merged)
+
+
+def byte_rows(
+    joined: bytes,
+    have: npt.NDArray[np.integer],
+    take: npt.NDArray[np.integer] | None = None,
+) -> npt.NDArray[np.uint8]:
+    """Zero-padded rows of the bytes in *joined*: ``have[i]`` bytes for row ``i``.
+
+    With *take*, row ``i`` keeps only its first ``take[i]`` bytes (``<= have[i]``).
+    """
+    n = len(have)
+    flat = np.frombuffer(joined, dtype=np.uint8)
+    width = int(have.max()) if n else 0
+    if n and int(have.min()) == width:
+        data = flat.reshape(n, width).copy()
+    else:
+        data = np.zeros((n, width), dtype=np.uint8)
+        data[np.arange(width) < have[:, None]] = flat
+    if take is not None:
+        width = int(take.max()) if n else 0
+        data = np.ascontiguousarray(data[:, :width])
+        data[np.arange(width) >= take[:, None]] = 0
+    return data
+
+
+def pack_rows(rows: Sequence[Row]) -> FrameColumns:
+    """Columns of frames from the line parser (the rare lines, so plain Python)."""
+    stamps, ids, flags, dlcs, datas, channel_values = zip(*rows, strict=True)
+    channels = list(dict.fromkeys(channel_values))
+    index = {channel: code for code, channel in enumerate(channels)}
+    lengths = np.array([len(data) for data in datas], dtype=np.intp)
+    return FrameColumns(
+        timestamp=np.array(stamps, dtype=np.float64),
+        arbitration_id=np.array(ids, dtype=np.uint32),
+        flags=np.array(flags, dtype=np.uint8),
+        dlc=np.array(dlcs, dtype=np.uint8),
+        length=lengths.astype(np.uint8),
+        data=byte_rows(b"".join(datas), lengths),
+        channel=np.array([index[c] for c in channel_values], dtype=np.int32),
+        channels=channels,
+    )
+
+
+def select(cols: FrameColumns, which: npt.NDArray[Any] | slice) -> FrameColumns:
+    """The frames picked by a mask, an index array or a slice (channels kept as they are)."""
+    return FrameColumns(
+        timestamp=cols.timestamp[which],
+        arbitration_id=cols.arbitration_id[which],
+        flags=cols.flags[which],
+        dlc=cols.dlc[which],
+        length=cols.length[which],
+        data=cols.data[which],
+        channel=cols.channel[which],
+        channels=cols.channels,
+    )
+
+
+def concat(pieces: Sequence[FrameColumns]) -> FrameColumns:
+    """Consecutive pieces as one, channels merged and data padded to the widest."""
+    if len(pieces) == 1:
+        return pieces[0]
+    data = np.zeros((sum(map(len, pieces)), max(p.data.shape[1] for p in pieces)), np.uint8)
+    merged: dict[Channel, int] = {}
+    codes = []
+    row = 0
+    for piece in pieces:
+        data[row : row + len(piece), : piece.data.shape[1]] = piece.data
+        row += len(piece)
+        remap = [merged.setdefault(c, len(merged)) for c in piece.channels]
+        codes.append(np.array(remap, dtype=np.int32)[piece.channel])
+    return FrameColumns(
+        timestamp=np.concatenate([p.timestamp for p in pieces]),
+        arbitration_id=np.concatenate([p.arbitration_id for p in pieces]),
+        flags=np.concatenate([p.flags for p in pieces]),
+        dlc=np.concatenate([p.dlc for p in pieces]),
+        length=np.concatenate([p.length for p in pieces]),
+        data=data,
+        channel=np.concatenate(codes),
+        channels=list(merged),
+    )
+
+
+class Chunker:
+    """Cuts consecutive pieces of frames into chunks of exactly ``chunk_frames`` (but the last)."""
+
+    def __init__(self, chunk_frames: int) -> None:
+        self._size = chunk_frames
+        self._pieces: list[FrameColumns] = []
+        self._count = 0
+        self._position = 0
+
+    def add(self, piece: FrameColumns) -> Iterator[FrameColumns]:
+        """Take *piece*; yield the chunks that are now full."""
+        if len(piece):
+            self._pieces.append(piece)
+            self._count += len(piece)
+        while self._count >= self._size:
+            yield self._take(self._size)
+
+    def flush(self) -> Iterator[FrameColumns]:
+        """Yield the frames left over, as one last (shorter) chunk."""
+        if self._count:
+            yield self._take(self._count)
+
+    def _take(self, count: int) -> FrameColumns:
+        merged = concat(self._pieces)
+        rest = len(merged) - count
+        self._pieces = [_slice(merged, count, len(merged))] if rest else []
+        self._count = rest
+        chunk = _slice(merged, 0, count)
+        chunk.first_position = self._position
+        self._position += count
+        return chunk
+
+
+def _slice(cols: FrameColumns, start: int, stop: int) -> FrameColumns:
+    """Frames ``start:stop``, keeping only their channels and data width."""
+    part = select(cols, slice(start, stop))
+    if len(part.channels) > 1:
+        used = np.bincount(part.channel, minlength=len(part.channels)) > 0
+        if not used.all():
+            keep = np.flatnonzero(used)
+            remap = np.zeros(len(used), dtype=np.int32)
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            part.channel = remap[part.channel]
+            part.channels = [part.channels[i] for i in keep.tolist()]
+    width = int(part.length.max()) if stop > start else 0
+    if width < part.data.shape[1]:
+        part.data = np.ascontiguousarray(part.data[:, :width])
+    return part
