@@ -2,8 +2,9 @@
 the same process.
 
 One module per action, each with ``register(subparsers)`` like the top-level
-subcommands; ``agent`` (the end-to-end agent against the naive decode loop) is
-the first. Benchmarks report medians of several repeats and ratios: the
+subcommands: ``agent`` (the end-to-end agent against the naive decode loop) and
+``decode`` (``telehub decode`` against the naive loop, the cantools CLI and
+asammdf). Benchmarks report medians of several repeats and ratios: the
 machines they run on are shared and noisy, so no test asserts a timing.
 """
 
@@ -15,7 +16,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tools.bench import agent
+    from tools.bench import agent, decode
 
     p = sub.add_parser(
         "bench",
@@ -24,3 +25,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     actions = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     agent.register(actions)
+    decode.register(actions)

@@ -1,0 +1,222 @@
+"""``telehub bench decode`` and the MF4 writer it relies on.
+
+A short run must print the promised JSON, and every way of decoding must have
+decoded the same number of frames from the same frames. The fast MF4 writer
+must write files python-can reads back frame for frame (timestamps bit for bit)
+and asammdf decodes. No test asserts a rate: timings on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import can
+import numpy as np
+import pytest
+from asammdf import MDF
+
+from tools.bench.decoders import load_dbc
+from tools.bench.workload import (
+    Recording,
+    WorkloadError,
+    load_recording,
+    replay_passes,
+    write_log,
+    write_mf4,
+)
+from tools.cli import main
+from tools.demo import demo_data
+
+DRIVE = demo_data() / "drive-gnss" / "drive_545s.MF4"
+DBC = demo_data() / "drive-gnss" / "canmod-gps.dbc"
+
+
+def test_bench_decode_json(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--frames", "3000", "--repeats", "1", "--cli-frames", "500", "--json"]
+    code = main(["bench", "decode", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["repeats"] == 1
+    assert summary["formats"] == ["mf4", "blf", "candump"]
+    assert summary["decoded_agree"] is True
+    expected_paths = {
+        "mf4": {"telehub", "naive", "asammdf"},
+        "blf": {"telehub", "naive"},
+        "candump": {"telehub", "naive", "cantools_cli"},
+    }
+    for fmt, paths in expected_paths.items():
+        entry = summary[fmt]
+        assert entry["frames"] == 3000
+        for path in paths:
+            assert entry[path] > 0, (fmt, path)
+            assert entry["frames_per_wall_s"][path] > 0, (fmt, path)
+        for path in {"naive", "cantools_cli", "asammdf"} - paths:
+            assert path not in entry
+        assert entry["telehub_vs_naive"] > 0
+        (run,) = entry["runs"]
+        decoded = entry["frames_decoded"]
+        # The cross-check itself: the same frames decoded by every path.
+        full = {path for path in paths if path != "cantools_cli"}
+        assert {run[path]["frames"] for path in full} == {3000}
+        assert {decoded[path] for path in full} == {run["naive"]["frames_decoded"]}
+        assert 0 < decoded["naive"] < 3000  # the drive has frames the DBC does not define
+    cli = summary["candump"]
+    assert cli["cantools_cli_frames"] == 500
+    assert cli["runs"][0]["cantools_cli"]["frames"] == 500
+    assert (
+        0 < cli["frames_decoded"]["cantools_cli"] == cli["frames_decoded"]["cantools_cli_reference"]
+    )
+    assert cli["telehub_vs_cantools_cli"] > 0
+    assert summary["mf4"]["telehub_vs_asammdf"] > 0
+    assert "the first 500 frames only" in err  # says the CLI decoded fewer frames
+
+
+def test_bench_decode_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "decode", "--frames", "2000", "--repeats", "1", "--formats", "blf"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "frames per CPU-second" in out
+    assert "naive loop" in out
+    assert "(agree)" in out
+
+
+def _expected(recording: Recording, frames: int) -> list[can.Message]:
+    out = []
+    for count, shift in replay_passes(recording, frames):
+        for i in range(count):
+            out.append(
+                can.Message(
+                    timestamp=float(recording.timestamps[i]) + shift,
+                    arbitration_id=int(recording.ids[i]),
+                    is_extended_id=bool(recording.extended[i]),
+                    is_rx=bool(recording.rx[i]),
+                    is_fd=bool(recording.fd[i]),
+                    bitrate_switch=bool(recording.brs[i]),
+                    error_state_indicator=bool(recording.esi[i]),
+                    data=bytes(recording.data[i, : recording.lengths[i]]),
+                    channel=can.util.channel2int(recording.channels[i]),
+                )
+            )
+    return out
+
+
+def _same(read: list[can.Message], expected: list[can.Message]) -> None:
+    assert len(read) == len(expected)
+    for got, want in zip(read, expected, strict=True):
+        assert got.timestamp == want.timestamp  # bit for bit, not within a tolerance
+        assert (got.arbitration_id, got.is_extended_id) == (
+            want.arbitration_id,
+            want.is_extended_id,
+        )
+        assert bytes(got.data) == bytes(want.data)
+        assert (got.dlc, got.is_fd, got.bitrate_switch, got.error_state_indicator) == (
+            want.dlc,
+            want.is_fd,
+            want.bitrate_switch,
+            want.error_state_indicator,
+        )
+        assert (got.is_rx, got.channel) == (want.is_rx, want.channel)
+
+
+def test_write_mf4_round_trip(tmp_path: Path) -> None:
+    recording = load_recording(DRIVE, 700)
+    path = tmp_path / "replayed.mf4"
+    # 2,000 frames of a 700-frame recording: three passes, time shifted twice.
+    assert write_mf4(recording, path, 2000) == 2000
+    with can.LogReader(str(path)) as reader:
+        read = list(reader)
+    expected = _expected(recording, 2000)
+    _same(read, expected)
+    assert read[700].timestamp > read[699].timestamp  # time keeps moving forward
+    # asammdf decodes the same frames cantools decodes.
+    db = load_dbc(DBC)
+    decodable = 0
+    for m in expected:
+        try:
+            db.decode_message(m.arbitration_id, bytes(m.data), force_extended_id=m.is_extended_id)
+        except KeyError:
+            continue
+        decodable += 1
+    mdf = MDF(path)
+    try:
+        extracted = mdf.extract_bus_logging({"CAN": [(str(DBC), 0)]})
+        try:
+            assert sum(g.channel_group.cycles_nr for g in extracted.groups) == decodable > 0
+        finally:
+            extracted.close()
+    finally:
+        mdf.close()
+
+
+def test_write_mf4_fd_extended_and_sent_frames(tmp_path: Path) -> None:
+    n = 6
+    data = np.zeros((n, 64), dtype=np.uint8)
+    lengths = np.array([0, 8, 12, 64, 3, 48], dtype=np.uint8)
+    for row, size in enumerate(lengths):
+        data[row, :size] = np.arange(size, dtype=np.uint8) + row
+    fd = np.array([False, False, True, True, False, True])
+    recording = Recording(
+        timestamps=np.array([0.0, 0.001, 0.5, 0.75, 1.25, 3.0]),
+        ids=np.array([0x7FF, 0x1FFFFFFF, 0x123, 0x10, 0x0, 0x18FEF100], dtype=np.uint32),
+        extended=np.array([False, True, False, True, False, True]),
+        rx=np.array([True, False, True, True, False, True]),
+        fd=fd,
+        brs=np.array([False, False, True, False, False, True]),
+        esi=np.array([False, False, False, True, False, True]),
+        dlcs=np.where(fd, lengths, np.minimum(lengths, 8)).astype(np.uint8),
+        lengths=lengths,
+        data=data,
+        channels=(0, 1, 2, 3, 1, 0),
+        skipped=0,
+    )
+    path = tmp_path / "fd.mf4"
+    write_mf4(recording, path, 9)
+    with can.LogReader(str(path)) as reader:
+        _same(list(reader), _expected(recording, 9))
+
+
+def test_write_log_formats_hold_the_same_frames(tmp_path: Path) -> None:
+    recording = load_recording(DRIVE, 300)
+    frames = {}
+    for suffix in ("mf4", "blf", "log", "asc"):
+        path = tmp_path / f"x.{suffix}"
+        assert write_log(recording, suffix, path, 500) == 500
+        with can.LogReader(str(path)) as reader:
+            frames[suffix] = [(m.arbitration_id, bytes(m.data), m.is_extended_id) for m in reader]
+    assert frames["mf4"] == frames["blf"] == frames["log"] == frames["asc"]
+
+
+def test_write_mf4_rejects_wide_bus_channels(tmp_path: Path) -> None:
+    recording = load_recording(DRIVE, 10)
+    wide = dataclasses.replace(recording, channels=(4,) * len(recording))
+    with pytest.raises(WorkloadError, match="channel"):
+        write_mf4(wide, tmp_path / "x.mf4", 10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--log", "drive.blf"], "--dbc"),
+        (["--dbc", "x.dbc"], "--log"),
+        (["--log", "missing.blf", "--dbc", str(DBC)], "no such file"),
+        (["--formats", "mf4,pcap"], "'pcap'"),
+        (["--repeats", "0"], "--repeats"),
+        (["--frames", "0"], "--frames"),
+        (["--cli-frames", "-1"], "--cli-frames"),
+    ],
+)
+def test_bench_decode_bad_input(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "decode", *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_bench_decode_bad_dbc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dbc = tmp_path / "broken.dbc"
+    dbc.write_text("BO_ garbage\n")
+    assert main(["bench", "decode", "--log", str(DRIVE), "--dbc", str(dbc)]) == 1
+    assert "cannot read the DBC file" in capsys.readouterr().err
