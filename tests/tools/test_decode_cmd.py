@@ -1,6 +1,6 @@
 """``telehub decode`` end to end: every format and layout read back and compared with
-cantools frame by frame, filters, the time window, the JSON summary, and bad inputs
-(exit codes and messages, never a traceback)."""
+cantools frame by frame, filters, the time window and the JSON summary (bad inputs:
+``test_decode_cmd_errors.py``)."""
 
 from __future__ import annotations
 
@@ -15,111 +15,13 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from cantools.database.can import Database
 
+from tests.tools.decode_cli_data import run_main, write_files
 from tests.tools.decode_reference import Reference, RefSource, reference, same_value
-from tools.decode_cmd import main
-from vehicle_agent.errors import LogFormatError
-
-ROOT = Path(__file__).resolve().parents[2]
-REJECTED_DBC = ROOT / "tests" / "data" / "cantools-dbc" / "issue_199.dbc"
-
-DBC = """VERSION ""
-BS_:
-BU_: X
-BO_ 256 Drive: 8 X
- SG_ Speed : 0|16@1+ (0.01,0) [0|655.35] "km/h" X
- SG_ Gear : 16|4@1+ (1,0) [0|15] "" X
- SG_ Torque : 24|16@1- (1,0) [0|0] "Nm" X
- SG_ Odometer : 40|24@1+ (1,0) [0|0] "km" X
-BO_ 512 Muxed: 4 X
- SG_ Mux M : 0|8@1+ (1,0) [0|0] "" X
- SG_ Temp m0 : 8|8@1- (1,-40) [0|0] "degC" X
- SG_ Volt m1 : 8|16@1+ (0.001,0) [0|0] "V" X
-BO_ 2164195329 Ext: 2 X
- SG_ Counter : 0|8@1+ (1,0) [0|0] "" X
-VAL_ 256 Gear 0 "P" 1 "R" 2 "N" 3 "D" ;
-"""
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A BLF log of 3 s on channels 1 and 2, its DBC, and a copy of the DBC."""
-    folder = tmp_path_factory.mktemp("decode")
-    dbc = folder / "test.dbc"
-    dbc.write_text(DBC)
-    messages: list[can.Message] = []
-    for i in range(300):
-        t = 1_000.0 + i * 0.01
-        channel = 1 + i % 2
-        kind = i % 6
-        if kind in (0, 1):
-            data = bytes(
-                [i % 256, (i * 7) % 256, i % 5, (i * 3) % 256, 0xFF - i % 256, i % 7, 1, 2]
-            )
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x100,
-                    data=data,
-                    channel=channel,
-                    is_extended_id=False,
-                )
-            )
-        elif kind == 2:
-            data = bytes([(i // 6) % 3, i % 256, (i * 5) % 256, 0])  # mux 2: no branch
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x200,
-                    data=data,
-                    channel=channel,
-                    is_extended_id=False,
-                )
-            )
-        elif kind == 3:
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x00FF0001,
-                    is_extended_id=True,
-                    data=bytes([i % 256, 0]),
-                    channel=channel,
-                )
-            )
-        elif kind == 4:
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x7FF,
-                    data=b"\x01",
-                    channel=channel,
-                    is_extended_id=False,
-                )
-            )
-        elif i % 4 == 1:  # a short Drive frame: a decode error
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x100,
-                    data=b"\x01\x02",
-                    channel=channel,
-                    is_extended_id=False,
-                )
-            )
-        else:
-            messages.append(
-                can.Message(
-                    timestamp=t,
-                    arbitration_id=0x100,
-                    is_remote_frame=True,
-                    channel=channel,
-                    is_extended_id=False,
-                )
-            )
-    log = folder / "drive.blf"
-    with can.Logger(str(log)) as writer:
-        for msg in messages:
-            writer.on_message_received(msg)
-    return {"log": log, "dbc": dbc, "folder": folder}
+    return write_files(tmp_path_factory.mktemp("decode"))
 
 
 def _database(path: Path) -> Database:
@@ -148,17 +50,10 @@ def _log_rows(files: dict[str, Path]) -> list[tuple[float, object]]:
         return [(m.timestamp, m.channel) for m in reader]
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
-
-
 def _decode(
     capsys: pytest.CaptureFixture[str], files: dict[str, Path], out: Path, *extra: str
 ) -> dict[str, Any]:
-    code, stdout, err = _run(
+    code, stdout, err = run_main(
         capsys, str(files["log"]), "--dbc", str(files["dbc"]), "-o", str(out), "--json", *extra
     )
     assert code == 0, err
@@ -345,13 +240,13 @@ def test_message_and_signal_filters(
     expected = _wide_expected(files, "Muxed")
     assert [r["Volt"] for r in muxed] == [r.get("Volt") for r in expected]
     assert None in [r["Volt"] for r in muxed]  # frames of the other branch
-    code, _, err = _run(
+    code, _, err = run_main(
         capsys, str(files["log"]), "--dbc", str(files["dbc"]), "-o", str(out), "--message", "Drvie"
     )
     assert code == 2
     assert "no message 'Drvie'" in err
     assert "did you mean Drive" in err
-    code, _, err = _run(
+    code, _, err = run_main(
         capsys, str(files["log"]), "--dbc", str(files["dbc"]), "-o", str(out), "--signal", "Sped"
     )
     assert (code, "did you mean" in err, "Speed" in err) == (2, True, True)
@@ -373,7 +268,7 @@ def test_time_window(
 def test_quiet_in_process_call_as_the_bench_makes_it(
     capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
 ) -> None:
-    code, out, err = _run(
+    code, out, err = run_main(
         capsys,
         str(files["log"]),
         "--dbc",
@@ -390,7 +285,7 @@ def test_channel_limited_dbc(
     capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
 ) -> None:
     everything = _decode(capsys, files, tmp_path / "a")
-    code, stdout, err = _run(
+    code, stdout, err = run_main(
         capsys, str(files["log"]), "--dbc", f"2={files['dbc']}", "-o", str(tmp_path / "b"), "--json"
     )
     assert code == 0, err
@@ -400,7 +295,7 @@ def test_channel_limited_dbc(
     assert second["frames_decoded"] == len(on_two)
     assert set(pq.read_table(tmp_path / "b" / "Drive.parquet").column("channel").to_pylist()) == {2}
     # One file per message, both channels, when the DBC is given for each.
-    code, stdout, err = _run(
+    code, stdout, err = run_main(
         capsys,
         str(files["log"]),
         "--dbc",
@@ -413,85 +308,34 @@ def test_channel_limited_dbc(
     )
     assert code == 0, err
     assert json.loads(stdout)["messages"] == everything["messages"]
-    code, err = _error(capsys, str(files["log"]), "--dbc", f"={files['dbc']}", "-o", str(tmp_path))
+    code, _, err = run_main(
+        capsys, str(files["log"]), "--dbc", f"={files['dbc']}", "-o", str(tmp_path)
+    )
     assert (code, "channel before '=' is empty" in err) == (2, True)
 
 
-# --- bad inputs ------------------------------------------------------------------
-
-
-def _error(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    code, out, err = _run(capsys, *args)
-    assert out == ""
-    return code, err
-
-
-def test_bad_inputs(
+def test_text_channels_and_small_row_groups(
     capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
 ) -> None:
-    log, dbc = str(files["log"]), str(files["dbc"])
-    out = str(tmp_path / "o.parquet")
-    code, err = _error(capsys, str(tmp_path / "missing.blf"), "--dbc", dbc, "-o", out)
-    assert (code, "missing.blf" in err, err.startswith("telehub: error:")) == (1, True, True)
-    corrupt = tmp_path / "corrupt.blf"
-    corrupt.write_bytes(b"LOGG" + bytes(range(200)))
-    code, err = _error(capsys, str(corrupt), "--dbc", dbc, "-o", out)
-    assert (code, "corrupt.blf" in err) == (1, True)
-    code, err = _error(capsys, log, "--dbc", str(REJECTED_DBC), "-o", out)
-    assert (code, "issue_199.dbc" in err, "cannot load DBC file" in err) == (1, True, True)
-    code, err = _error(capsys, log, "--dbc", str(tmp_path / "nope.dbc"), "-o", out)
-    assert (code, "nope.dbc" in err) == (1, True)
-    code, err = _error(capsys, log, "--dbc", dbc, "-o", str(tmp_path / "no" / "such" / "o.csv"))
-    assert (code, "no directory" in err) == (1, True)
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    code, err = _error(capsys, log, "--dbc", dbc, "-o", str(blocker / "sub"))
-    assert (code, "cannot create output directory" in err) == (1, True)
-    assert _error(capsys, log, "--dbc", dbc, "-o", str(tmp_path / "x.txt"))[0] == 2
-    code, err = _error(capsys, log, "--dbc", dbc, "-o", str(tmp_path / "w.csv"), "--layout", "wide")
-    assert (code, "holds one message" in err) == (2, True)
-    assert _error(capsys, log, "--dbc", dbc, "-o", out, "--start", "2", "--end", "1")[0] == 2
-    assert _error(capsys, log, "--dbc", dbc, "-o", out, "--chunk", "0")[0] == 2
-    assert _error(capsys, log, "--dbc", dbc, "-o", log, "--format", "csv")[0] == 2
-    assert _error(capsys, log, "-o", out)[0] == 2  # --dbc is required
-    code, err = _error(capsys, str(files["dbc"]), "--dbc", dbc, "-o", out, "--reader", "fast")
-    assert (code, "fast reader" in err) == (1, True)
-    assert not list(tmp_path.glob("**/*.partial"))
-
-
-def test_a_failure_midway_leaves_no_output(
-    capsys: pytest.CaptureFixture[str],
-    files: dict[str, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from vehicle_agent.logs import read_columns as real
-
-    def failing(path: Path, **kwargs: Any) -> Any:
-        chunks = real(path, **kwargs)
-        yield next(chunks)
-        raise LogFormatError(path, "frame 7", "broken")
-
-    monkeypatch.setattr("tools.decode_cmd.read_columns", failing)
+    """A candump log names its channels: the channel column is text. Chunks of 7
+    frames still give one row group per file (rows are gathered before writing)."""
+    log = tmp_path / "bus.log"
+    with can.LogReader(str(files["log"])) as reader, can.Logger(str(log)) as writer:
+        for msg in reader:
+            if not msg.is_error_frame:
+                msg.channel = f"vcan{msg.channel}"
+                writer.on_message_received(msg)
     out = tmp_path / "out"
-    code, err = _error(
-        capsys, str(files["log"]), "--dbc", str(files["dbc"]), "-o", str(out), "--chunk", "50"
+    code, _, err = run_main(
+        capsys, str(log), "--dbc", str(files["dbc"]), "-o", str(out), "--chunk", "7"
     )
-    assert (code, "frame 7: broken" in err) == (1, True)
-    assert list(out.iterdir()) == []
-
-
-def test_nan_and_infinity_are_null_in_json() -> None:
-    """JSON has no NaN or infinity; every other number keeps its exact repr."""
-    from tools.decode.sinks import _json_number
-
-    values = (float("nan"), float("inf"), 1.5, 2, -0.0, 0.1 + 0.2, 2**64 + 1)
-    assert [_json_number(v) for v in values] == [
-        "null",
-        "null",
-        "1.5",
-        "2",
-        "-0.0",
-        "0.30000000000000004",
-        "18446744073709551617",
-    ]
+    assert code == 0, err
+    drive = pq.ParquetFile(out / "Drive.parquet")
+    assert drive.metadata.num_row_groups == 1
+    assert set(drive.read().column("channel").to_pylist()) == {"vcan1", "vcan2"}
+    code, _, err = run_main(
+        capsys, str(log), "--dbc", str(files["dbc"]), "-o", str(tmp_path / "l.csv")
+    )
+    assert code == 0, err
+    with (tmp_path / "l.csv").open() as file:
+        assert {row["channel"] for row in csv.DictReader(file)} == {"vcan1", "vcan2"}

@@ -159,12 +159,35 @@ class _File(Protocol):
     def discard(self) -> None: ...
 
 
-class _TableFile:
-    """A Parquet or CSV file written table by table under a temporary name."""
+#: Rows a table file gathers before writing them (one Parquet row group), and rows
+#: all the files of a sink may hold before every file writes what it holds: a
+#: rare message then still gets few, large row groups, and memory stays bounded.
+ROW_GROUP = 65_536
+PENDING_ROWS = 1_048_576
 
-    def __init__(self, path: Path, fmt: Format, schema: pa.Schema) -> None:
+
+class _Pending:
+    """The table files of one sink and the rows they hold back."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.files: list[_TableFile] = []
+
+    def flush_all(self) -> None:
+        for file in self.files:
+            file.flush()
+
+
+class _TableFile:
+    """A Parquet or CSV file written in row groups under a temporary name."""
+
+    def __init__(self, path: Path, fmt: Format, schema: pa.Schema, pending: _Pending) -> None:
         self.path = path
         self.schema = schema
+        self._pending = pending
+        self._tables: list[pa.Table] = []
+        self._rows = 0
+        pending.files.append(self)
         self._tmp = _partial(path)
         try:
             if fmt == "parquet":
@@ -184,12 +207,27 @@ class _TableFile:
             raise SinkError(f"cannot write {str(path)!r}: {_reason(exc)}") from exc
 
     def write(self, table: pa.Table) -> None:
+        self._tables.append(table)
+        self._rows += table.num_rows
+        self._pending.rows += table.num_rows
+        if self._rows >= ROW_GROUP:
+            self.flush()
+        elif self._pending.rows >= PENDING_ROWS:
+            self._pending.flush_all()
+
+    def flush(self) -> None:
+        if not self._tables:
+            return
+        table = self._tables[0] if len(self._tables) == 1 else pa.concat_tables(self._tables)
+        self._pending.rows -= self._rows
+        self._tables, self._rows = [], 0
         try:
             self._writer.write_table(table)
         except OSError as exc:
             raise SinkError(f"cannot write {str(self.path)!r}: {_reason(exc)}") from exc
 
     def close(self) -> None:
+        self.flush()
         try:
             self._writer.close()
             os.replace(self._tmp, self.path)
@@ -239,6 +277,7 @@ class _Files(Sink):
 
     def __init__(self) -> None:
         self._files: list[_File] = []
+        self._pending = _Pending()
 
     def close(self) -> list[Path]:
         self._finish()
@@ -374,18 +413,25 @@ class _WideDirectory(_Files):
                 ]
                 for signal in output.signals:
                     fields += _signal_fields(signal, signal.name)
-                found = _TableFile(path, self._fmt, pa.schema(fields, metadata=self._meta))
+                schema = pa.schema(fields, metadata=self._meta)
+                found = _TableFile(path, self._fmt, schema, self._pending)
             self._open[output.index] = found
             self._files.append(found)
         return found
 
     def write(self, batches: Sequence[MessageBatch]) -> None:
         for batch in batches:
+            if self._fmt == "jsonl":
+                lines = _wide_lines(batch, with_message=False)
+                json_file = self._file(batch.message)
+                assert isinstance(json_file, _JsonFile)
+                json_file.write(lines)
+                continue
+            # The channel column's type is settled by the first batch, before any
+            # file's schema is written.
             channel = self._channels.array(batch)
             file = self._file(batch.message)
-            if isinstance(file, _JsonFile):
-                file.write(_wide_lines(batch, with_message=False))
-                continue
+            assert isinstance(file, _TableFile)
             arrays: list[pa.Array] = [pa.array(batch.timestamp), channel]
             for column in batch.columns:
                 arrays.append(_values(column))
@@ -505,7 +551,8 @@ class _LongSink(_Files):
             ]
             if self._labels:
                 fields.append(pa.field("label", pa.string()))
-            self._table = _TableFile(self._path, self._fmt, pa.schema(fields, metadata=self._meta))
+            schema = pa.schema(fields, metadata=self._meta)
+            self._table = _TableFile(self._path, self._fmt, schema, self._pending)
             self._files.append(self._table)
         return self._table
 
