@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from vehicle_agent.errors import LogFormatError
-from vehicle_agent.logs import candump, read_columns
+from vehicle_agent.logs import asc, candump, read_columns
 from vehicle_agent.logs.columns import FrameColumns
 from vehicle_agent.logs.generic import read_messages
 
@@ -235,3 +235,117 @@ def test_read_columns_uses_the_fast_reader(tmp_path: Path) -> None:
     path = write_log(tmp_path / "frames.log", sample_messages(30))
     chunks = list(read_columns(path, chunk_frames=CHUNK, reader="fast"))
     assert [fields(m) for c in chunks for m in c.messages()] == python_can(path)
+
+
+# --- ASC -----------------------------------------------------------------------------------
+
+ASC_LOGS = sorted(LOG_DIR.glob("*.asc")) + sorted(LOG_DIR.glob("*.asc.gz"))
+
+
+@pytest.mark.parametrize("path", ASC_LOGS, ids=lambda p: p.name)
+def test_asc_bundled_logs(path: Path) -> None:
+    expected = python_can(path)
+    assert expected
+    assert fast(asc, path) == expected
+
+
+@pytest.mark.parametrize("name", ["frames.asc", "frames.asc.gz"])
+def test_asc_written_by_python_can(tmp_path: Path, name: str) -> None:
+    path = write_log(tmp_path / name, sample_messages())
+    expected = python_can(path)
+    assert len(expected) == 120
+    assert fast(asc, path) == expected
+    assert fast(asc, path, 1000) == expected
+
+
+ASC_HEADER = "date Sam Sep 30 15:06:13.191 2017\nbase hex  timestamps absolute\n"
+BYTES_64 = " ".join(f"{i:02X}" for i in range(64))
+FD_NAME = " " * 32
+CANFD_TAIL = "102203  133   303000 e0006659"
+ASC_LINES = f"""\
+internal events logged
+// version 9.0.0
+Begin Triggerblock Sam Sep 30 15:06:13.191 2017
+   0.000000 Start of measurement
+   1.000000 1  123             Rx   d 8 01 02 03 04 05 06 07 08
+   1.000001 2  1ABCDEFx        Tx   d 3 0A 0b 0C  Length = 1 BitCount = 2 ID = 3x
+   1.000002 1  1ABCDEFX        Rx   d 2 0A 0B
+   1.000003 1  7FF             Rx   d 4 01 02
+   1.000005 1  7FF             Rx   d 2 1 2
+   1.000006 1  7FF             Rx   d F 01 02 03 04 05 06 07 08 09
+   1.000007 3  100             Tx   r
+   1.000008 3  100             Rx   r 5
+   1.000009 1  ErrorFrame
+   1.000010 0  123             rx   d 1 01
+   1.000011 1  Statistic: D 0 R 0 XD 0 XR 0 E 0 O 0 B 0.00%
+   1.000012 CAN 1 Status:chip status error active
+   2.000000 CANFD   1 Rx        300 {FD_NAME} 1 0 8  8 11 c2 03 04 05 06 07 08   {CANFD_TAIL}
+   2.000001 CANFD   2 Tx   1C4D80A7x  Some_Name   0 1 f 64 {BYTES_64} 0 0 0 0
+   2.000002 CANFD   3 Tx     50005x {FD_NAME} 0 1 5 0 140000 73 200050 7a60
+   2.000003 CANFD   3 Tx     50005x {FD_NAME} 1 1 5 0 14 73 200050 7a60
+   2.000004 CANFD   4 Rx        4EE {FD_NAME} 0 0 c 24 {BYTES_64[: 3 * 24]}0
+   2.000005 CANFD   5 Tx ErrorFrame Not Acknowledge error, dominant error flag fffe c7 31ca
+   2.000006 CANFD   1 Rx        300    12 {FD_NAME} 1 0 8  8 11 c2 03 04 05 06 07 08   102203
+   2.000007 CANFD   1 Rx        301    1 0 8 8 11 c2 03 04 05 06 07 08 99
+   3.000000 1  J1939TP FEE3p        6    0  0   -   Rx   d 23 A0 0F A6 60 3B D1 40 1F DE
+End TriggerBlock
+"""
+
+
+@pytest.mark.parametrize("header", [ASC_HEADER, ""], ids=["header", "no-header"])
+def test_asc_lines_as_vector_and_python_can_write_them(tmp_path: Path, header: str) -> None:
+    path = write_text(tmp_path / "lines.asc", header + ASC_LINES)
+    expected = python_can(path)
+    assert len(expected) == 18
+    assert fast(asc, path) == expected
+    assert fast(asc, path, 1) == expected
+
+
+def test_asc_first_line_after_a_short_header_is_dropped(tmp_path: Path) -> None:
+    text = "date Sam Sep 30 15:06:13.191 2017\n 1.0 1  123  Rx  d 1 01\n 2.0 1  124  Rx  d 1 02\n"
+    path = write_text(tmp_path / "short.asc", text)
+    expected = python_can(path)
+    assert [f[1] for f in expected] == [0x124]
+    assert fast(asc, path) == expected
+
+
+def test_asc_decimal_base(tmp_path: Path) -> None:
+    text = "base dec  timestamps absolute\ninternal events logged\n" + "".join(
+        f"   {n / 8:.6f} 1  {100 + n}{'x' if n % 2 else ''}  Rx   d 3 {n % 256} 7 255\n"
+        for n in range(50)
+    )
+    text += "   9.000000 CANFD   1 Rx   300   1 0 12 12 1 2 3 4 5 6 7 8 9 10 11 12 1\n"
+    path = write_text(tmp_path / "dec.asc", text)
+    expected = python_can(path)
+    assert len(expected) == 51
+    assert fast(asc, path) == expected
+
+
+def test_asc_many_frames_cross_blocks(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "many.asc", sample_messages(6000, special=False))
+    assert fast(asc, path, 1000) == python_can(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("internal events logged\n 1.0 1  123  Rx  d 1 01\n 1.5 1  12G  Rx  d 1 01\n", 3),
+        ("internal events logged\n 1.0 1  123  Rx  d 1 01\n 1.5 1  123  Tx\n", 3),
+        ("internal events logged\n 1.0 1  123  Rx  d 1 1FF\n", 2),
+        ("internal events logged\n 1.0 1  7FF  Rx  d 4 01 02 Length = 9\n", 2),
+        ("internal events logged\n 1.0 CANFD 1 Rx 300 1 0 8 8\n", 2),
+        ("base HEX\n 1.0 1  123  Rx  d 1 01\n", 1),
+    ],
+)
+def test_asc_lines_python_can_rejects_raise_at_their_line(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    path = write_text(tmp_path / "bad.asc", text)
+    got, error = fast_until_error(asc, path)
+    assert got == python_can_until_error(path)
+    assert error.position == f"line {line}"
+
+
+def test_asc_garbage_is_skipped_like_python_can_does(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "garbage.asc", "hello\nworld\n\x00\x01 binary?\n")
+    assert fast(asc, path) == python_can(path) == []
