@@ -339,3 +339,28 @@ def test_text_channels_and_small_row_groups(
     assert code == 0, err
     with (tmp_path / "l.csv").open() as file:
         assert {row["channel"] for row in csv.DictReader(file)} == {"vcan1", "vcan2"}
+
+
+def test_a_signal_named_like_a_fixed_column(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dbc = tmp_path / "clash.dbc"
+    dbc.write_text(
+        'VERSION ""\nBS_:\nBU_: X\nBO_ 1 M: 2 X\n'
+        ' SG_ channel : 0|8@1+ (1,0) [0|0] "" X\n SG_ timestamp : 8|8@1+ (1,0) [0|0] "" X\n'
+    )
+    log = tmp_path / "clash.log"
+    log.write_text("(1.0) can0 001#0507\n")
+    code, _, err = run_main(capsys, str(log), "--dbc", str(dbc), "-o", str(tmp_path / "o.parquet"))
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "o.parquet").to_pylist() == [
+        {"timestamp": 1.0, "channel": "can0", "signal.channel": 5, "signal.timestamp": 7}
+    ]
+    code, _, err = run_main(capsys, str(log), "--dbc", str(dbc), "-o", str(tmp_path / "o.jsonl"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "o.jsonl").read_text()) == {
+        "timestamp": 1.0,
+        "channel": "can0",
+        "signal.channel": 5,
+        "signal.timestamp": 7,
+    }

@@ -5,8 +5,10 @@ Two layouts:
 - **wide**: one table per message, columns ``timestamp`` (float64 seconds as in
   the log), ``channel``, then one column per signal (``<signal>.label`` next to
   it when choices are written as text); a multiplexed signal is null in the
-  frames of other branches. A directory gets one file per message; a single file
-  holds one message (JSON Lines: several, each line naming its ``message``).
+  frames of other branches; a signal named like a fixed column (``timestamp``,
+  ``channel``, ``message``) becomes ``signal.<name>``. A directory gets one file
+  per message; a single file holds one message (JSON Lines: several, each line
+  naming its ``message``).
 - **long**: one table ``timestamp, channel, message, signal, value`` (and
   ``label`` with choices as text), one row per value, in log order. ``value`` is
   float64 in Parquet and CSV, so integers beyond 2**53 lose their last bits there
@@ -42,10 +44,12 @@ from tools.decode.vector import Column, MessageBatch, OutputMessage, OutputSigna
 
 __all__ = [
     "FORMATS",
+    "RESERVED",
     "Format",
     "Layout",
     "Sink",
     "SinkError",
+    "column_name",
     "inexact_in_long",
     "open_sink",
     "suffix_format",
@@ -355,6 +359,15 @@ def _labels(column: Column) -> pa.Array:
     return pa.array(labels, type=pa.string()).take(indices)
 
 
+#: Columns of the wide layout that a signal's column must not replace.
+RESERVED = frozenset({"timestamp", "channel", "message"})
+
+
+def column_name(signal: str) -> str:
+    """A signal's wide column: its name, or ``signal.<name>`` where that is a reserved one."""
+    return f"signal.{signal}" if signal in RESERVED else signal
+
+
 def _signal_fields(signal: OutputSignal, name: str) -> list[pa.Field]:
     meta = {"unit": signal.unit} if signal.unit else None
     fields = [pa.field(name, _arrow_type(signal), metadata=meta)]
@@ -412,7 +425,7 @@ class _WideDirectory(_Files):
                     pa.field("channel", self._channels.field_type()),
                 ]
                 for signal in output.signals:
-                    fields += _signal_fields(signal, signal.name)
+                    fields += _signal_fields(signal, column_name(signal.name))
                 schema = pa.schema(fields, metadata=self._meta)
                 found = _TableFile(path, self._fmt, schema, self._pending)
             self._open[output.index] = found
@@ -459,7 +472,7 @@ def _wide_lines(batch: MessageBatch, *, with_message: bool) -> list[str]:
     head = f',"message":{encode(batch.message.name)}' if with_message else ""
     parts: list[tuple[str, list[Any], list[bool] | None, list[int] | None, list[str], str]] = []
     for column in batch.columns:
-        name = column.signal.name
+        name = column_name(column.signal.name)
         parts.append(
             (
                 f",{encode(name)}:",
