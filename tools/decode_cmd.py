@@ -163,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
     except (DbcError, SourceError, SinkError, Unsupported) as exc:
         print(f"telehub: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR
+    except OSError as exc:  # a reader's own I/O failure (permissions, a vanished file)
+        print(f"telehub: error: cannot read {str(args.log)!r}: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
     if args.json:
         print(json.dumps(summary, indent=2))
     if not args.quiet:

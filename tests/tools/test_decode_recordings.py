@@ -22,6 +22,7 @@ from tests.tools.decode_reference import (
     flatten,
     reference,
 )
+from tools.decode import decode_log
 from tools.decode.vector import DbcSource, VectorDecoder
 from vehicle_agent.catalog import is_j1939_database, load_dbc
 from vehicle_agent.logs import read_columns
@@ -135,3 +136,14 @@ def test_transport_protocol_logs() -> None:
     uds = _compare(TP / "uds_isotp.MF4", [(TP / "tp_uds.dbc", None)], choices=True)
     assert j1939.counts.frames_decoded == 0
     assert uds.counts.decode_errors == uds.counts.frames == 2_010
+
+
+def test_decode_log() -> None:
+    """The documented entry point: a log and sources to batches, chunk by chunk."""
+    decoder = VectorDecoder([DbcSource(load_dbc(DRIVE_DBC), "gnss")])
+    sizes = [
+        sum(len(batch) for batch in batches)
+        for batches in decode_log(DRIVE_LOG, [], decoder=decoder, chunk_frames=20_000)
+    ]
+    assert len(sizes) == 4
+    assert sum(sizes) == decoder.counts.frames_decoded == 57_604
