@@ -26,7 +26,16 @@ EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools import agent_cmd, bench, cloud_cmd, dbc_cmd, demo, plot_cmd, replay_cmd
+    from tools import (
+        agent_cmd,
+        bench,
+        cloud_cmd,
+        dbc_cmd,
+        decode_cmd,
+        demo,
+        plot_cmd,
+        replay_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="telehub",
@@ -40,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.register(sub)
     bench.register(sub)
     dbc_cmd.register(sub)
+    decode_cmd.register(sub)
     plot_cmd.register(sub)
     replay_cmd.register(sub)
     return parser

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from io import BufferedIOBase
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import can
 from asammdf.blocks.utils import MdfException
 from can.io.blf import BLFParseError
 from can.io.generic import BinaryIOMessageReader, MessageReader, TextIOMessageReader
-from isal.isal_zlib import error as IsalError
+from isal.isal_zlib import error as isal_error
 
 from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs.columns import FrameColumns, columns_from_messages
@@ -41,7 +41,9 @@ READ_ERRORS = (
     sqlite3.Error,
     BLFParseError,
     MdfException,
-    IsalError,  # asammdf inflates MF4 data blocks with isal, not zlib
+    # asammdf inflates MF4 data blocks with isal, not zlib (its stubs type the
+    # exception class as an instance).
+    cast("type[Exception]", isal_error),
     can.CanError,
 )
 

@@ -60,7 +60,6 @@ from asammdf.blocks.v4_constants import (
     FLAG_CN_ALL_INVALID,
     FLAG_CN_INVALIDATION_PRESENT,
 )
-from isal.isal_zlib import error as IsalError
 
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs import Unsupported
@@ -87,9 +86,8 @@ _PYTHON_CAN_BLOCK = 1000
 #: per-call cost of asammdf dominates below that.
 _MIN_BLOCKS_PER_CALL = 8
 
-# asammdf inflates data blocks with isal (one of its requirements), whose
-# errors are no zlib.error (and its stubs type the class as an instance).
-_READ_ERRORS: tuple[type[Exception], ...] = (*READ_ERRORS, cast("type[Exception]", IsalError))
+# READ_ERRORS includes isal's, with which asammdf inflates data blocks.
+_READ_ERRORS: tuple[type[Exception], ...] = READ_ERRORS
 
 _MDF_MAGICS = (b"MDF     ", b"UnFinMF ")
 _ID_MASK = 0x1FFFFFFF
