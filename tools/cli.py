@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -67,6 +67,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    return _dispatch(args)
+
+
+#: A subcommand module's ``register``: adds its parser to the subparsers given.
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def subcommand_main(name: str, register: Register, argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand on its own (a module's ``main``): *argv* without its name.
+
+    Usage errors return 2 and ``--help`` 0 instead of exiting, so tests can call it.
+    """
+    parser = argparse.ArgumentParser(prog="telehub")
+    register(parser.add_subparsers(dest="command", required=True))
+    try:
+        args = parser.parse_args([name, *(sys.argv[1:] if argv is None else argv)])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
     except (AgentError, CloudError, ValidationError) as exc:

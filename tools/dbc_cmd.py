@@ -31,6 +31,7 @@ from cantools.database.errors import Error as CantoolsError
 from rich.console import Console
 from rich.table import Table
 
+from tools.cli import subcommand_main
 from vehicle_agent.catalog import is_j1939_database, j1939_pgn, read_dbc
 from vehicle_agent.errors import DbcError
 
@@ -68,14 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``telehub dbc`` on its own: *argv* without the command name; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="telehub")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(["dbc", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:  # usage errors (2) and --help (0) end here
-        return exc.code if isinstance(exc.code, int) else _EXIT_ERROR
-    code: int = args.handler(args)
-    return code
+    return subcommand_main("dbc", register, argv)
 
 
 class NoSuchMessage(Exception):

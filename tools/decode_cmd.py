@@ -41,6 +41,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from tools.cli import subcommand_main
 from tools.decode import DbcSource, VectorDecoder, message_names
 from tools.decode.sinks import (
     FORMATS,
@@ -138,19 +139,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``telehub decode`` on its own: *argv* without the ``decode`` word."""
-    parser = argparse.ArgumentParser(prog="telehub")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(["decode", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:  # argparse's usage errors and --help
-        return exc.code if isinstance(exc.code, int) else _EXIT_USAGE
-    try:
-        code: int = args.handler(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return _EXIT_INTERRUPTED
-    return code
+    """``telehub decode`` on its own: *argv* without the command name; returns the exit code."""
+    return subcommand_main("decode", register, argv)
 
 
 def run(args: argparse.Namespace) -> int:

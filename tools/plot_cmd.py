@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from tools.agent_cmd import dbc_argument
+from tools.cli import subcommand_main
 from vehicle_agent.catalog import Catalog, DbcSpec, SignalSpec
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.errors import DbcError, SourceError
@@ -106,14 +107,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``telehub plot`` on its own: *argv* without the command name; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="telehub")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(["plot", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:  # usage errors (2) and --help (0) end here
-        return exc.code if isinstance(exc.code, int) else _EXIT_ERROR
-    code: int = args.handler(args)
-    return code
+    return subcommand_main("plot", register, argv)
 
 
 class PlotError(Exception):

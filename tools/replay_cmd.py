@@ -43,6 +43,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tools.agent_cmd import dbc_argument
+from tools.cli import subcommand_main
 from vehicle_agent.app import Agent, AgentReport
 from vehicle_agent.config import AgentSettings
 from vehicle_agent.errors import AgentError
@@ -120,14 +121,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``telehub replay`` on its own: *argv* without the command name; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="telehub")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(["replay", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:  # usage errors (2) and --help (0) end here
-        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    code: int = args.handler(args)
-    return code
+    return subcommand_main("replay", register, argv)
 
 
 @dataclass(frozen=True, slots=True)
