@@ -37,17 +37,13 @@ from can.util import dlc2len
 
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
+from vehicle_agent.logs.fields import byte_rows, decimals, encode_channels, hex_ints, lookup
 from vehicle_agent.logs.text import (
     Chunker,
     LineFormat,
     LineReader,
     Row,
     Shape,
-    byte_rows,
-    decimals,
-    encode_channels,
-    hex_ints,
-    lookup,
     read_lines,
     text_blocks,
 )

@@ -27,16 +27,12 @@ import numpy as np
 import numpy.typing as npt
 
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
+from vehicle_agent.logs.fields import byte_rows, decimals, encode_channels, hex_ints, lookup
 from vehicle_agent.logs.text import (
     Chunker,
     LineFormat,
     Row,
     Shape,
-    byte_rows,
-    decimals,
-    encode_channels,
-    hex_ints,
-    lookup,
     read_lines,
     text_blocks,
 )

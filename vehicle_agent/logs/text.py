@@ -2,15 +2,21 @@
 
 python-can reads a text log one line at a time and builds a ``can.Message``
 per frame, which costs most of its time. These readers decode the file in
-blocks of whole lines and match a block against the format's common line
-shapes, one regular expression (``findall``) per :class:`Shape`: the lines of a
-shape are turned into columns with numpy all at once. Every other line
-(headers, comments, rare events, anything odd) goes through the format's line
-parser, a port of python-can's handling of a line, so a reader stays exact
-without its shapes covering the whole format. A shape's builder may hand lines
-back when their fields show python-can would read them differently (too few
-data bytes, say); the port takes those too. The frames of a block go back
-into file order before the :class:`Chunker` cuts them into chunks.
+blocks of whole lines and read the common lines of a block all at once, in
+one of two ways (:class:`LineFormat`):
+
+- shapes: one regular expression (``findall``) per :class:`Shape` of line,
+  whose fields are turned into columns with numpy (candump, ASC);
+- tokens: the block's blank-separated :class:`~vehicle_agent.logs.fields.Tokens`,
+  found and parsed with numpy without a Python object per field (TRC, whose
+  lines are all alike and python-can's reading of them is cheap to beat).
+
+Every other line (headers, comments, rare events, anything odd) goes through
+the format's line parser, a port of python-can's handling of a line, so a
+reader stays exact without its bulk path covering the whole format. A builder
+hands back the lines whose fields show python-can would read them differently
+(too few data bytes, say); the port takes those too. The frames of a block go
+back into file order before the :class:`Chunker` cuts them into chunks.
 
 The text is decoded as python-can's readers receive it (UTF-8, universal
 newlines). A line python-can rejects with an exception raises
@@ -38,6 +44,7 @@ import numpy.typing as npt
 
 from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs.columns import Channel, FrameColumns
+from vehicle_agent.logs.fields import Tokens, byte_rows
 
 __all__ = [
     "Build",
@@ -46,12 +53,7 @@ __all__ = [
     "LineReader",
     "Row",
     "Shape",
-    "byte_rows",
     "check_row",
-    "decimals",
-    "encode_channels",
-    "hex_ints",
-    "lookup",
     "pack_rows",
     "read_lines",
     "text_blocks",
@@ -65,10 +67,12 @@ Build = Callable[[Sequence[Sequence[str]]], tuple[FrameColumns, npt.NDArray[np.b
 #: python-can's handling of one raw line: a frame, None for a line it skips, or
 #: the exception it raises.
 ParseLine = Callable[[str], Row | None]
+#: A block's tokens to frame columns for every line, and which lines it handled.
+BuildTokens = Callable[[Tokens], tuple[FrameColumns, npt.NDArray[np.bool_]]]
 
-#: Raw bytes read at a time: ~1000 lines, small enough for the first chunk to
-#: come early and the per-block objects to stay in the young GC generation.
-BLOCK_BYTES = 1 << 16
+#: Raw bytes read at a time: ~3500 lines, enough to spread numpy's fixed cost
+#: per call thin, little enough for the first chunk to come early.
+BLOCK_BYTES = 1 << 18
 #: What python-can's line handling raises for a line it rejects.
 LINE_ERRORS = (ValueError, IndexError, KeyError)
 
@@ -92,10 +96,15 @@ class Shape:
 
 @dataclass(frozen=True, slots=True)
 class LineFormat:
-    """The shapes of a format, tried in turn, and the line parser for the other lines."""
+    """How a format's lines are read in bulk, and the line parser for the other lines.
+
+    With ``tokens`` a block is cut into :class:`Tokens` and that builder reads
+    every line it can; else the ``shapes`` are tried in turn.
+    """
 
     shapes: Sequence[Shape]
     parse_line: ParseLine
+    tokens: BuildTokens | None = None
 
 
 def open_binary(path: Path) -> io.BufferedIOBase:
@@ -210,7 +219,7 @@ def read_lines(
 def _collector_paused() -> Iterator[None]:
     """No garbage collection while a block is parsed.
 
-    A block makes ~1000 tuples (``findall``'s) that all live until the block
+    A block makes thousands of tuples (``findall``'s) that all live until the block
     is done: the collector walks them again and again and promotes them to the
     old generation, which brings on full collections of the whole heap. That
     took as long as the regular expressions; a block makes no reference cycles.
@@ -232,12 +241,22 @@ def _parse_block(
     Each shape sees the lines the shapes before it left (one pattern per shape
     keeps ``findall``'s tuples short); the line parser gets the rest.
     """
-    n = block.count("\n") + 1
+    tokens = Tokens(block) if fmt.tokens is not None else None
+    n = tokens.lines if tokens is not None else block.count("\n") + 1
     text = block
     where: npt.NDArray[np.intp] | None = None  # block rows of text's lines (None: all)
     pieces: list[FrameColumns] = []
     positions: list[npt.NDArray[np.intp]] = []
     slow: list[tuple[int, str]] = []
+    if fmt.tokens is not None and tokens is not None and len(tokens.starts):  # not all blank
+        piece, handled = fmt.tokens(tokens)
+        if not handled.all():
+            lines = block.split("\n")
+            slow.extend((row, lines[row]) for row in np.flatnonzero(~handled).tolist())
+            piece = select(piece, handled)
+        pieces.append(piece)
+        positions.append(np.flatnonzero(handled))
+        where = np.zeros(0, dtype=np.intp)
     for shape in fmt.shapes:
         columns = list(zip(*shape.pattern.findall(text), strict=True))
         rows = np.arange(n) if where is None else where
@@ -310,95 +329,6 @@ def check_row(row: Row) -> None:
         raise ValueError(
             f"frame (id {ident}, dlc {dlc}, {len(data)} data bytes) does not fit the columns"
         )
-
-
-def decimals(texts: Sequence[str]) -> npt.NDArray[np.float64]:
-    """``float(text)`` for each text of digits, a point and digits (as the shapes check).
-
-    When the texts line up (same length, point at the same place) and their
-    digits make integers ``N <= 2**53``, ``N / 10**k`` in float64 is the
-    correctly rounded quotient of two exact doubles: the same double as
-    ``float(text)``, which is correctly rounded too.
-    """
-    n = len(texts)
-    first = texts[0]
-    width = len(first)
-    point = first.find(".")
-    joined = "".join(texts).encode("ascii")
-    if len(joined) == n * width and width <= 19 and point > 0:  # 18 digits fit an int64
-        chars = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
-        if (chars[:, point] == ord(".")).all():
-            digits = np.delete(chars, point, axis=1).astype(np.int64) - ord("0")
-            whole = digits @ (10 ** np.arange(width - 2, -1, -1, dtype=np.int64))
-            if int(whole.max()) <= 2**53:
-                return whole.astype(np.float64) / float(10 ** (width - 1 - point))
-    return np.fromiter(map(float, texts), dtype=np.float64, count=n)
-
-
-_HEX_VALUES = np.zeros(256, dtype=np.uint32)
-for _digit in "0123456789abcdefABCDEF":
-    _HEX_VALUES[ord(_digit)] = int(_digit, 16)
-
-
-def hex_ints(texts: Sequence[str], lengths: npt.NDArray[np.intp]) -> npt.NDArray[np.uint32]:
-    """``int(text, 16)`` for each text of 1 to 8 hex digits (as the shapes check)."""
-    values = _HEX_VALUES[np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8)]
-    ends = np.cumsum(lengths)
-    shifts = (np.repeat(ends, lengths) - np.arange(1, len(values) + 1)) * 4
-    return np.add.reduceat(values << shifts.astype(np.uint32), ends - lengths).astype(np.uint32)
-
-
-def lookup(
-    texts: Sequence[str], table: dict[str, int], dtype: type[np.generic]
-) -> npt.NDArray[Any]:
-    """``table[text]`` for each text, as an array (one look-up when all texts are equal)."""
-    n = len(texts)
-    first = texts[0]
-    if texts.count(first) == n:
-        return np.full(n, table[first], dtype=dtype)
-    return np.fromiter(map(table.__getitem__, texts), dtype=dtype, count=n)
-
-
-def encode_channels(
-    texts: Sequence[str], convert: Callable[[str], Channel]
-) -> tuple[npt.NDArray[np.int32], list[Channel]]:
-    """Channel codes and distinct channels for channel texts, each converted once."""
-    n = len(texts)
-    first = texts[0]
-    if texts.count(first) == n:
-        return np.zeros(n, dtype=np.int32), [convert(first)]
-    distinct = list(dict.fromkeys(texts))
-    values = [convert(text) for text in distinct]
-    merged: dict[Channel, int] = {}
-    index = {
-        text: merged.setdefault(v, len(merged)) for text, v in zip(distinct, values, strict=True)
-    }
-    codes = np.fromiter(map(index.__getitem__, texts), dtype=np.int32, count=n)
-    return codes, list(merged)
-
-
-def byte_rows(
-    joined: bytes,
-    have: npt.NDArray[np.integer],
-    take: npt.NDArray[np.integer] | None = None,
-) -> npt.NDArray[np.uint8]:
-    """Zero-padded rows of the bytes in *joined*: ``have[i]`` bytes for row ``i``.
-
-    With *take*, row ``i`` keeps only its first ``take[i]`` bytes (``<= have[i]``).
-    """
-    n = len(have)
-    flat = np.frombuffer(joined, dtype=np.uint8)
-    width = int(have.max()) if n else 0
-    if n and int(have.min()) == width:
-        data = flat.reshape(n, width).copy()
-    else:
-        data = np.zeros((n, width), dtype=np.uint8)
-        data[np.arange(width) < have[:, None]] = flat
-    if take is not None:
-        width = int(take.max()) if n else 0
-        data = np.ascontiguousarray(data[:, :width])
-        data[np.arange(width) >= take[:, None]] = 0
-    return data
 
 
 def pack_rows(rows: Sequence[Row]) -> FrameColumns:
