@@ -16,6 +16,7 @@ from typing import Any
 import can
 import pytest
 
+from tests.vehicle_agent.logs.messages import Fields, fields
 from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs import Unsupported, blf, fast_reader_for, read_columns
 from vehicle_agent.logs.columns import FrameColumns
@@ -23,20 +24,8 @@ from vehicle_agent.logs.columns import FrameColumns
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLED = sorted((ROOT / "tests" / "data" / "python-can-logs").glob("*.blf"))
 
-Fields = tuple[object, ...]
-
 
 # Every field python-can's reader sets (``can.Message.__eq__`` skips some).
-FIELDS = (
-    "timestamp", "arbitration_id", "is_extended_id", "is_remote_frame", "is_error_frame",
-    "channel", "dlc", "data", "is_fd", "is_rx", "bitrate_switch", "error_state_indicator",
-)  # fmt: skip
-
-
-def fields(msg: can.Message) -> Fields:
-    return tuple(bytes(msg.data) if name == "data" else getattr(msg, name) for name in FIELDS)
-
-
 def python_can(path: Path) -> Iterator[Fields]:
     with can.BLFReader(str(path)) as reader:
         yield from (fields(msg) for msg in reader)

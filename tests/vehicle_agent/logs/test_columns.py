@@ -7,26 +7,9 @@ import itertools
 import can
 import pytest
 
+from tests.vehicle_agent.logs.messages import fields
 from vehicle_agent.logs.columns import FrameColumns, columns_from_messages
 from vehicle_agent.sources import to_frame
-
-
-def _fields(msg: can.Message) -> tuple[object, ...]:
-    return (
-        msg.timestamp,
-        msg.arbitration_id,
-        msg.is_extended_id,
-        msg.is_remote_frame,
-        msg.is_error_frame,
-        msg.channel,
-        type(msg.channel),
-        msg.dlc,
-        bytes(msg.data),
-        msg.is_fd,
-        msg.is_rx,
-        msg.bitrate_switch,
-        msg.error_state_indicator,
-    )
 
 
 def _messages() -> list[can.Message]:
@@ -68,7 +51,7 @@ def test_columns_give_back_the_messages_and_the_frames(chunk: int) -> None:
     assert [c.first_position for c in chunks] == list(range(0, len(messages), chunk))
     assert all(isinstance(c, FrameColumns) for c in chunks)
     back = [m for c in chunks for m in c.messages()]
-    assert [_fields(m) for m in back] == [_fields(m) for m in messages]
+    assert [fields(m) for m in back] == [fields(m) for m in messages]
     frames = [f for c in chunks for f in c.frames()]
     assert frames == [to_frame(m) for m in messages]
 

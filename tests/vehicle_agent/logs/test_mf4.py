@@ -16,6 +16,7 @@ from asammdf.blocks.v4_blocks import SourceInformation
 from asammdf.blocks.v4_constants import BUS_TYPE_CAN, SOURCE_BUS
 from can.io.mf4 import ERR_DTYPE, RTR_DTYPE, STD_DTYPE
 
+from tests.vehicle_agent.logs.messages import Fields, fields
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs import (
     DEFAULT_CHUNK,
@@ -30,26 +31,6 @@ ROOT = Path(__file__).resolve().parents[3]
 TP_DIR = ROOT / "tests" / "data" / "css-electronics" / "transport-protocols"
 DRIVE = ROOT / "tools" / "demo_data" / "drive-gnss" / "drive_545s.MF4"
 TRUCK = ROOT / "tools" / "demo_data" / "truck-j1939" / "truck_idle_127s.MF4"
-
-Fields = tuple[float, int, bool, bool, bool, object, int, bytes, bool, bool, bool, bool]
-
-
-def fields(msg: can.Message) -> Fields:
-    """Every field of a message python-can's reader sets (the timestamp exact)."""
-    return (
-        msg.timestamp,
-        msg.arbitration_id,
-        msg.is_extended_id,
-        msg.is_remote_frame,
-        msg.is_error_frame,
-        msg.channel,
-        msg.dlc,
-        bytes(msg.data),
-        msg.is_fd,
-        msg.is_rx,
-        msg.bitrate_switch,
-        msg.error_state_indicator,
-    )
 
 
 @functools.cache
@@ -141,7 +122,7 @@ def mixed_messages(count: int) -> list[can.Message]:
 def test_frames_written_by_python_can(tmp_path: Path, chunk_frames: int) -> None:
     path = write_mf4(tmp_path / "mixed.mf4", mixed_messages(300))
     expected = python_can_fields(path)
-    kinds = {(f[3], f[4], f[8], f[10], f[11], f[5], f[9]) for f in expected}
+    kinds = {(f[3], f[4], f[9], f[11], f[12], f[5], f[10]) for f in expected}
     assert {k[:2] for k in kinds} == {
         (False, False),
         (True, False),
