@@ -1,13 +1,13 @@
 """A fast reader of Vector ASC logs: python-can's frames, in columns.
 
 python-can's ``ASCReader`` tries several regular expressions and splits on
-every line; this reader matches the two usual frame lines, a classic data
-frame (``2.501000 1  C8  Rx  d 8 09 08 07 06 05 04 03 02 …``) and a CAN FD
-data frame (``30.005021 CANFD 1 Rx 300 [name] 1 0 8 8 11 c2 … …``), for a
-whole block of lines at once (see :mod:`vehicle_agent.logs.text`). Every other
-line (header, trigger block, error and remote frames, statistics, J1939,
-anything odd) goes through :func:`parse_line`, a port of python-can 4.6's
-handling, and so does a ``base dec`` file.
+every line; this reader reads the two usual frame lines, a classic data frame
+(``2.501000 1  C8  Rx  d 8 09 08 07 06 05 04 03 02 …``) and a CAN FD data
+frame (``30.005021 CANFD 1 Rx 300 [name] 1 0 8 8 11 c2 … …``), from a whole
+block's tokens at once (see :mod:`vehicle_agent.logs.text`). Every other line
+(header, trigger block, error and remote frames, statistics, J1939, anything
+odd) goes through :func:`parse_line`, a port of python-can 4.6's handling, and
+so does every line of a ``base dec`` file.
 
 python-can's reading, kept here (it reads with its defaults, ``base="hex"``
 and ``relative_timestamp=True``):
@@ -27,7 +27,8 @@ and ``relative_timestamp=True``):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +38,8 @@ from can.util import dlc2len
 
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
-from vehicle_agent.logs.fields import byte_rows, decimals, encode_channels, hex_ints, lookup
-from vehicle_agent.logs.text import (
-    Chunker,
-    LineFormat,
-    LineReader,
-    Row,
-    Shape,
-    read_lines,
-    text_blocks,
-)
+from vehicle_agent.logs.fields import Tokens
+from vehicle_agent.logs.text import Chunker, LineFormat, LineReader, Row, read_lines, text_blocks
 
 __all__ = ["parse_line", "read"]
 
@@ -59,36 +52,15 @@ _BASE = re.compile(
 _COMMENT = re.compile(r"//.*")
 _START = re.compile(r"^\d+\.\d+\s+Start of measurement")
 
-_HEX = "[0-9A-Fa-f]"
-# The data bytes: single spaces before each (so their count is the text's
-# length / 3), then anything python-can does not read, after a blank.
-_DATA = rf"((?: {_HEX}{{2}})*+)(?:[ \t].*)?"
-# Groups: timestamp, channel, id, x, direction, dlc digit, data.
-_CLASSIC = (
-    rf"[ \t]*([0-9]+\.[0-9]+)[ \t]+([0-9]+)[ \t]+({_HEX}{{1,8}})(x?)[ \t]+(Rx|Tx)"
-    rf"[ \t]+d[ \t]+({_HEX}){_DATA}"
-)
-# Groups: timestamp, channel, direction, id, x, brs, esi, dlc digit, data
-# length, data. A symbolic name never starts with a digit (python-can takes a
-# token of digits for the BRS bit); python-can needs a token after the length.
-_CAN_FD = (
-    rf"[ \t]*([0-9]+\.[0-9]+)[ \t]+CANFD[ \t]+([0-9]+)[ \t]+(Rx|Tx)[ \t]+({_HEX}{{1,8}})(x?)"
-    rf"[ \t]+(?:[A-Za-z_][0-9A-Za-z_]*[ \t]+)?([01])[ \t]+([01])[ \t]+({_HEX})[ \t]+([0-9]{{1,2}})"
-    rf"(?=[ \t]+\S){_DATA}"
-)
-
-_DLC_DIGIT = {f"{d:x}": d for d in range(16)} | {f"{d:X}": d for d in range(16)}
 _DLC2LEN = np.array([dlc2len(d) for d in range(16)], dtype=np.intp)
-_EXTENDED = {"": 0, "x": EXTENDED}
-_DIRECTION = {"Rx": RX, "Tx": 0}
-_BIT = {"0": 0, "1": 1}
 
 
 def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
     """The frames of the ASC log at *path* (``.asc`` or ``.asc.gz``), in chunks."""
     lines = LineReader(text_blocks(path))
     base = _read_header(path, lines)
-    fmt = _HEX_FORMAT if base == 16 else _line_format(base)
+    # Only hex files are read in bulk; a ``base dec`` file goes through the port.
+    fmt = LineFormat(partial(parse_line, base=base), _build if base == 16 else None)
     yield from read_lines(path, fmt, lines.rest(), Chunker(chunk_frames))
 
 
@@ -192,72 +164,70 @@ def _can_fd(timestamp: float, line: str, base: int) -> Row:
     return (timestamp, can_id, flags, length, payload, channel)
 
 
-def _channel(text: str) -> int:
-    return int(text) - 1
+def _build(tokens: Tokens) -> tuple[FrameColumns, npt.NDArray[np.bool_]]:
+    """Frames of the classic and CAN FD data frame lines, and which lines are those.
 
-
-def _timestamps(texts: Sequence[str]) -> npt.NDArray[np.float64]:
-    return decimals(texts) + 0.0  # python-can adds its start time, 0.0 (turns -0.0 into 0.0)
-
-
-def _build_classic(
-    texts: Sequence[Sequence[str]],
-) -> tuple[FrameColumns, npt.NDArray[np.bool_] | None]:
-    stamps, channel_texts, ids, x, direction, dlc_digit, hex_data = texts
-    n = len(stamps)
-    dlc = _DLC2LEN[lookup(dlc_digit, _DLC_DIGIT, np.intp)]
-    wanted = np.minimum(dlc, 8)
-    have = np.fromiter(map(len, hex_data), dtype=np.intp, count=n) // 3
-    ok = have >= wanted  # with fewer bytes python-can reads whatever tokens follow
-    codes, channels = encode_channels(channel_texts, _channel)
+    ``<time> <channel> <id>[x] Rx|Tx d <dlc digit> <bytes>…`` and ``<time> CANFD
+    <channel> Rx|Tx <id>[x] [<name>] <brs> <esi> <dlc digit> <length> <bytes>…``,
+    the bytes as hex digit pairs with single spaces between; after the bytes
+    python-can reads, anything.
+    """
+    count = tokens.count
+    ok = tokens.clean & (count >= 6)
+    start, end, present = tokens.field(0)
+    stamps, good = tokens.decimal((start, end, present & ok), point=True)
+    ok &= good
+    fd = tokens.equals(tokens.field(1), b"CANFD")
+    channel, good = tokens.digits(tokens.field(np.where(fd, 2, 1)), 9)
+    ok &= good
+    # The id: hex digits, an x or X after them for an extended one.
+    start, end, present = tokens.field(np.where(fd, 4, 2))
+    last = tokens.left(np.maximum(end - 1, 0), 1)[:, 0]
+    extended = (last == ord("x")) | (last == ord("X"))
+    can_id, good = tokens.hex((start, end - extended, present))
+    ok &= good
+    direction = tokens.field(3)
+    received = tokens.equals(direction, b"Rx")
+    flags = np.where(extended, np.uint8(EXTENDED), np.uint8(0))
+    flags |= np.where(received, np.uint8(RX), np.uint8(0))
+    # Classic: "d", a dlc digit (through dlc2len), at most 8 bytes from token 6 on.
+    classic_ok = received | tokens.equals(direction, b"Tx")
+    classic_ok &= tokens.equals(tokens.field(4), b"d")
+    start, end, present = tokens.field(5)
+    dlc_digit, good = tokens.hex((start, end, present))
+    classic_ok &= good & (end - start == 1)
+    classic_dlc = _DLC2LEN[np.minimum(dlc_digit, 15)]
+    # CAN FD: a token of digits after the id is the BRS bit, else a name comes first.
+    _, digits_only = tokens.digits((start, end, present), 18)
+    at = np.where(digits_only, 5, 6)
+    brs = tokens.equals(tokens.field(at), b"1")
+    esi = tokens.equals(tokens.field(at + 1), b"1")
+    fd_dlc, fd_ok = tokens.hex(tokens.field(at + 2))
+    fd_length, good = tokens.digits(tokens.field(at + 3), 3)
+    # python-can needs a token after the length, even for no bytes.
+    fd_ok &= good & (end - start <= 18) & (fd_length <= 255) & (fd_dlc <= 255)
+    fd_ok &= count >= at + 4 + np.maximum(fd_length, 1)
+    ok &= np.where(fd, fd_ok, classic_ok)
+    remote = fd & (fd_length == 0)
+    flags |= np.where(fd, np.uint8(FD), np.uint8(0))
+    flags |= np.where(fd & brs, np.uint8(BRS), np.uint8(0))
+    flags |= np.where(fd & esi, np.uint8(ESI), np.uint8(0))
+    flags |= np.where(remote, np.uint8(REMOTE), np.uint8(0))
+    wanted = np.where(fd, fd_length, np.minimum(classic_dlc, 8))
+    first = np.where(fd, at + 4, 6)
+    ok &= count >= first + wanted
+    taken = np.where(ok, wanted, 0)
+    data, good = tokens.byte_matrix(tokens.first + first, taken)
+    ok &= good
+    values, codes = np.unique(channel - 1, return_inverse=True)
     columns = FrameColumns(
-        timestamp=_timestamps(stamps),
-        arbitration_id=hex_ints(ids, np.fromiter(map(len, ids), dtype=np.intp, count=n)),
-        flags=lookup(x, _EXTENDED, np.uint8) | lookup(direction, _DIRECTION, np.uint8),
-        dlc=dlc.astype(np.uint8),
-        length=np.where(ok, wanted, 0).astype(np.uint8),
-        data=byte_rows(bytes.fromhex("".join(hex_data)), have, np.where(ok, wanted, 0)),
-        channel=codes,
-        channels=channels,
-    )
-    return columns, None if ok.all() else ok
-
-
-def _build_can_fd(
-    texts: Sequence[Sequence[str]],
-) -> tuple[FrameColumns, npt.NDArray[np.bool_] | None]:
-    stamps, channel_texts, direction, ids, x, brs, esi, dlc_digit, size, hex_data = texts
-    n = len(stamps)
-    length = np.fromiter(map(int, size), dtype=np.intp, count=n)
-    have = np.fromiter(map(len, hex_data), dtype=np.intp, count=n) // 3
-    ok = have >= length
-    remote = length == 0
-    flags = lookup(x, _EXTENDED, np.uint8) | lookup(direction, _DIRECTION, np.uint8) | FD
-    flags |= lookup(brs, _BIT, np.uint8) * np.uint8(BRS)
-    flags |= lookup(esi, _BIT, np.uint8) * np.uint8(ESI)
-    flags[remote] |= REMOTE
-    dlc = np.where(remote, lookup(dlc_digit, _DLC_DIGIT, np.intp), length)
-    taken = np.where(ok, length, 0)
-    codes, channels = encode_channels(channel_texts, _channel)
-    columns = FrameColumns(
-        timestamp=_timestamps(stamps),
-        arbitration_id=hex_ints(ids, np.fromiter(map(len, ids), dtype=np.intp, count=n)),
+        timestamp=stamps + 0.0,  # python-can adds its start time, 0.0 (-0.0 becomes 0.0)
+        arbitration_id=can_id,
         flags=flags,
-        dlc=dlc.astype(np.uint8),
+        dlc=np.where(fd, np.where(remote, fd_dlc, fd_length), classic_dlc).astype(np.uint8),
         length=taken.astype(np.uint8),
-        data=byte_rows(bytes.fromhex("".join(hex_data)), have, taken),
-        channel=codes,
-        channels=channels,
+        data=data,
+        channel=codes.reshape(-1).astype(np.int32),
+        channels=[int(value) for value in values],
     )
-    return columns, None if ok.all() else ok
-
-
-def _line_format(base: int) -> LineFormat:
-    """Every line through the port (``base dec`` files)."""
-    return LineFormat([], lambda line: parse_line(line, base))
-
-
-_HEX_FORMAT = LineFormat(
-    [Shape(_CLASSIC, _build_classic), Shape(_CAN_FD, _build_can_fd)],
-    parse_line,
-)
+    return columns, ok

@@ -1,13 +1,13 @@
 """A fast reader of candump ``.log`` files (``candump -L``): python-can's frames, in columns.
 
 python-can's ``CanutilsLogReader`` splits each line and builds a message; this
-reader matches the usual line shape, ``(1436509052.249713) vcan0 044#2A366C2BBA``
-with an optional CAN FD ``#<flags>`` after the ``#``, ``R[<dlc>]`` for a remote
-frame and a trailing `` R``/`` T`` (received/sent, as python-can writes it),
-for a whole block of lines at once (see :mod:`vehicle_agent.logs.text`). Any
-other line goes through :func:`parse_line`, a port of python-can 4.6's loop
-body, so odd files read exactly as python-can reads them (or fail where it
-fails).
+reader reads the lines of the usual shape, ``(1436509052.249713) vcan0
+044#2A366C2BBA`` with an optional CAN FD ``#<flags>`` after the ``#``,
+``R[<dlc>]`` for a remote frame and a trailing `` R``/`` T`` (received/sent,
+as python-can writes it), from a whole block's tokens at once (see
+:mod:`vehicle_agent.logs.text`). Any other line goes through
+:func:`parse_line`, a port of python-can 4.6's loop body, so odd files read
+exactly as python-can reads them (or fail where it fails).
 
 python-can's reading, kept here: the timestamp is ``float`` of the text between
 the parentheses; a channel of digits becomes an int, any other stays text; an
@@ -20,22 +20,15 @@ last byte of one digit and a dlc of half the digits, rounded down.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
-from vehicle_agent.logs.fields import byte_rows, decimals, encode_channels, hex_ints, lookup
-from vehicle_agent.logs.text import (
-    Chunker,
-    LineFormat,
-    Row,
-    Shape,
-    read_lines,
-    text_blocks,
-)
+from vehicle_agent.logs.fields import Tokens
+from vehicle_agent.logs.text import Chunker, LineFormat, Row, read_lines, text_blocks
 
 __all__ = ["parse_line", "read"]
 
@@ -44,17 +37,12 @@ _CAN_ERR_BUSERROR = 0x00000080
 _CANFD_BRS = 0x01
 _CANFD_ESI = 0x02
 
-# Groups: timestamp, channel, id, FD flags, hex data, remote, direction.
-_SHAPE = (
-    r"\(([0-9]+\.[0-9]+)\) ([!-~]+) ([0-9A-Fa-f]{1,8})#(#[0-9])?"
-    r"(?:([0-9A-Fa-f]*)|([Rr][0-9]?))(?: ([RTrt]))?"
+# CAN FD flags by flag digit (10: not a CAN FD frame).
+_FD_FLAGS = np.array(
+    [FD | (BRS if d & _CANFD_BRS else 0) | (ESI if d & _CANFD_ESI else 0) for d in range(10)] + [0],
+    dtype=np.uint8,
 )
-
-_FD_FLAGS = {"": 0} | {
-    f"#{d}": FD | (BRS if d & _CANFD_BRS else 0) | (ESI if d & _CANFD_ESI else 0) for d in range(10)
-}
-_REMOTE_DLC = {"": -1} | {f"{r}{d}": int(d or "0") for r in "Rr" for d in ["", *"0123456789"]}
-_DIRECTION = {"": RX, "R": RX, "r": RX, "T": 0, "t": 0}
+_LETTERS = np.frombuffer(b"RrTt", dtype=np.uint8)
 _ERROR_FLAGS = EXTENDED | ERROR | RX  # can.Message(timestamp=..., is_error_frame=True)
 
 
@@ -100,35 +88,63 @@ def parse_line(line: str) -> Row | None:
 
 
 def _channel(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
+    # isascii: the text of a line not handled may be anything (and is dropped)
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
-def _build(texts: Sequence[Sequence[str]]) -> tuple[FrameColumns, npt.NDArray[np.bool_] | None]:
-    """Columns of lines of the usual shape; the regular expression checked every field."""
-    stamps, channel_texts, ids, fd, hex_data, remote, direction = texts
-    n = len(stamps)
-    id_digits = np.fromiter(map(len, ids), dtype=np.intp, count=n)
-    can_id = hex_ints(ids, id_digits)
-    extended = id_digits > 3
-    flags = np.where(extended, np.uint8(EXTENDED), np.uint8(0))
-    flags |= lookup(fd, _FD_FLAGS, np.uint8)
-    flags |= lookup(direction, _DIRECTION, np.uint8)
-    digits = np.fromiter(map(len, hex_data), dtype=np.intp, count=n)
-    # An odd number of digits (python-can reads the last one as a byte) or more
-    # than 255 bytes: the line parser's business.
-    ok = ((digits & 1) == 0) & (digits <= 510)
-    if not ok.all():
-        hex_data = [text if good else "" for text, good in zip(hex_data, ok.tolist(), strict=True)]
-        digits[~ok] = 0
-    length = digits // 2
-    data = byte_rows(bytes.fromhex("".join(hex_data)), length)
-    dlc = length.copy()
-    remote_dlc = lookup(remote, _REMOTE_DLC, np.intp)
-    is_remote = remote_dlc >= 0
-    if is_remote.any():
-        flags[is_remote] |= REMOTE
-        dlc[is_remote] = remote_dlc[is_remote]
-    codes, channels = encode_channels(channel_texts, _channel)
+def _build(tokens: Tokens) -> tuple[FrameColumns, npt.NDArray[np.bool_]]:
+    """Frames of the lines of the usual shape, and which lines have it.
+
+    ``(<timestamp>) <channel> <id>#[#<flag digit>]<hex pairs> | R[<digit>]`` and,
+    after a space, an optional single R, r, T or t.
+    """
+    buf = tokens.buf
+    count = tokens.count
+    ok = tokens.clean & ((count == 3) | (count == 4))
+    starts, ends, present = tokens.field(0)
+    ok &= present & (buf[starts] == ord("(")) & (buf[np.maximum(ends - 1, 0)] == ord(")"))
+    stamps, good = tokens.decimal((starts + 1, ends - 1, ok))
+    ok &= good
+    starts, ends, _ = tokens.field(1)
+    ok &= ends - starts <= 24  # longer channel names: the port
+    codes, channels = tokens.text((starts, ends, ok), _channel)
+    # The frame: id digits up to the first "#".
+    starts, ends, _ = tokens.field(2)
+    hashes = tokens.left(starts, 10) == ord("#")
+    id_digits = np.argmax(hashes, axis=1)
+    ok &= hashes.any(axis=1) & (id_digits >= 1) & (id_digits <= 8) & (id_digits < ends - starts)
+    can_id, good = tokens.hex((starts, starts + id_digits, ok))
+    ok &= good
+    flags = np.where(id_digits > 3, np.uint8(EXTENDED), np.uint8(0))
+    # "#<digit>" after the "#" makes a CAN FD frame.
+    rest = starts + id_digits + 1
+    head = tokens.left(rest, 2)
+    fd = (ends - rest >= 1) & (head[:, 0] == ord("#"))
+    fd_digit = head[:, 1] - np.uint8(48)
+    ok &= ~fd | ((ends - rest >= 2) & (fd_digit <= 9))
+    flags |= _FD_FLAGS[np.where(fd, np.minimum(fd_digit, 9), 10)]
+    # Then hex pairs, or R with an optional dlc digit (a remote frame).
+    data_start = rest + np.where(fd, 2, 0)
+    digits = ends - data_start
+    head = tokens.left(data_start, 2)
+    remote = (digits >= 1) & ((head[:, 0] == ord("R")) | (head[:, 0] == ord("r")))
+    remote_dlc = np.where(digits == 2, head[:, 1] - np.uint8(48), np.uint8(0))
+    ok &= ~remote | (digits == 1) | ((digits == 2) & (remote_dlc <= 9))
+    ok &= remote | (((digits & 1) == 0) & (digits <= 510))  # odd: python-can's own reading
+    length = np.where(ok & ~remote, digits // 2, 0)
+    data, good = tokens.packed_bytes(data_start, length)
+    ok &= good
+    flags[remote] |= REMOTE
+    # A fourth token: the direction, a single letter after a space.
+    starts, ends, _ = tokens.field(3)
+    letter = tokens.left(starts, 1)[:, 0]
+    four = count == 4
+    space_before = buf[np.maximum(starts - 1, 0)] == ord(" ")
+    ok &= ~four | ((ends - starts == 1) & np.isin(letter, _LETTERS) & space_before)
+    flags |= np.where(
+        ~four | (letter == ord("R")) | (letter == ord("r")), np.uint8(RX), np.uint8(0)
+    )
+    dlc = np.where(remote, remote_dlc, length)
     is_error = ((can_id & _CAN_ERR_FLAG) != 0) & ((can_id & _CAN_ERR_BUSERROR) != 0)
     can_id &= 0x1FFFFFFF
     if is_error.any():
@@ -140,16 +156,16 @@ def _build(texts: Sequence[Sequence[str]]) -> tuple[FrameColumns, npt.NDArray[np
         codes[is_error] = len(channels)
         channels.append(None)
     columns = FrameColumns(
-        timestamp=decimals(stamps),
+        timestamp=stamps,
         arbitration_id=can_id,
         flags=flags,
         dlc=dlc.astype(np.uint8),
         length=length.astype(np.uint8),
         data=data,
-        channel=codes,
+        channel=codes.astype(np.int32),
         channels=channels,
     )
-    return columns, None if ok.all() else ok
+    return columns, ok
 
 
-_FORMAT = LineFormat([Shape(_SHAPE, _build)], parse_line)
+_FORMAT = LineFormat(parse_line, _build)

@@ -2,21 +2,17 @@
 
 python-can reads a text log one line at a time and builds a ``can.Message``
 per frame, which costs most of its time. These readers decode the file in
-blocks of whole lines and read the common lines of a block all at once, in
-one of two ways (:class:`LineFormat`):
-
-- shapes: one regular expression (``findall``) per :class:`Shape` of line,
-  whose fields are turned into columns with numpy (candump, ASC);
-- tokens: the block's blank-separated :class:`~vehicle_agent.logs.fields.Tokens`,
-  found and parsed with numpy without a Python object per field (TRC, whose
-  lines are all alike and python-can's reading of them is cheap to beat).
-
-Every other line (headers, comments, rare events, anything odd) goes through
-the format's line parser, a port of python-can's handling of a line, so a
-reader stays exact without its bulk path covering the whole format. A builder
-hands back the lines whose fields show python-can would read them differently
-(too few data bytes, say); the port takes those too. The frames of a block go
-back into file order before the :class:`Chunker` cuts them into chunks.
+blocks of whole lines, cut a block into its blank-separated
+:class:`~vehicle_agent.logs.fields.Tokens` (byte offsets found with numpy, no
+Python object per field) and read the lines of the format's usual shapes all
+at once with the format's builder (:class:`LineFormat`). Every other line
+(headers, comments, rare events, anything odd) goes through the format's line
+parser, a port of python-can's handling of a line, so a reader stays exact
+without its builder covering the whole format: the builder hands over every
+line whose fields python-can might read otherwise than it would (too few data
+bytes, odd spacing, a field out of its usual range, say). The frames of a
+block go back into file order before the :class:`Chunker` cuts them into
+chunks.
 
 The text is decoded as python-can's readers receive it (UTF-8, universal
 newlines). A line python-can rejects with an exception raises
@@ -28,13 +24,10 @@ was decoding there, these readers do not).
 from __future__ import annotations
 
 import codecs
-import gc
 import gzip
 import io
-import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +40,10 @@ from vehicle_agent.logs.columns import Channel, FrameColumns
 from vehicle_agent.logs.fields import Tokens, byte_rows
 
 __all__ = [
-    "Build",
     "Chunker",
     "LineFormat",
     "LineReader",
     "Row",
-    "Shape",
     "check_row",
     "pack_rows",
     "read_lines",
@@ -61,9 +52,6 @@ __all__ = [
 
 #: One frame from a line parser: timestamp, arbitration id, flags, dlc, data, channel.
 Row = tuple[float, int, int, int, bytes, Channel]
-#: A shape's columns of text (one sequence per group, one item per line) to
-#: frame columns, and which lines it handled (None: all of them).
-Build = Callable[[Sequence[Sequence[str]]], tuple[FrameColumns, npt.NDArray[np.bool_] | None]]
 #: python-can's handling of one raw line: a frame, None for a line it skips, or
 #: the exception it raises.
 ParseLine = Callable[[str], Row | None]
@@ -79,30 +67,14 @@ LINE_ERRORS = (ValueError, IndexError, KeyError)
 _U32_MAX = 0xFFFF_FFFF
 
 
-class Shape:
-    """A common line shape: a regular expression with a group per field, and its builder.
-
-    ``findall`` of :attr:`pattern` gives one tuple per line: the shape's
-    groups (the first one never empty when the line has the shape), then the
-    whole line when it has not.
-    """
-
-    __slots__ = ("build", "pattern")
-
-    def __init__(self, regex: str, build: Build) -> None:
-        self.pattern = re.compile(f"^(?:{regex})$|^(.*)$", re.MULTILINE)
-        self.build = build
-
-
 @dataclass(frozen=True, slots=True)
 class LineFormat:
-    """How a format's lines are read in bulk, and the line parser for the other lines.
+    """How a format's lines are read: the line parser, and the bulk builder if any.
 
-    With ``tokens`` a block is cut into :class:`Tokens` and that builder reads
-    every line it can; else the ``shapes`` are tried in turn.
+    ``tokens`` reads every line of a block it can from the block's
+    :class:`Tokens`; the line parser gets the others (all of them without one).
     """
 
-    shapes: Sequence[Shape]
     parse_line: ParseLine
     tokens: BuildTokens | None = None
 
@@ -202,8 +174,7 @@ def read_lines(
             yield from chunker.flush()
             raise
         first_line, block = item
-        with _collector_paused():
-            piece, error = _parse_block(fmt, block)
+        piece, error = _parse_block(fmt, block)
         if piece is not None:
             yield from chunker.add(piece)
         if error is not None:
@@ -215,90 +186,31 @@ def read_lines(
     yield from chunker.flush()
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No garbage collection while a block is parsed.
-
-    A block makes thousands of tuples (``findall``'s) that all live until the block
-    is done: the collector walks them again and again and promotes them to the
-    old generation, which brings on full collections of the whole heap. That
-    took as long as the regular expressions; a block makes no reference cycles.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _parse_block(
     fmt: LineFormat, block: str
 ) -> tuple[FrameColumns | None, tuple[int, Exception] | None]:
-    """The frames of one block in file order, and the first line rejected (row, exception).
-
-    Each shape sees the lines the shapes before it left (one pattern per shape
-    keeps ``findall``'s tuples short); the line parser gets the rest.
-    """
-    tokens = Tokens(block) if fmt.tokens is not None else None
-    n = tokens.lines if tokens is not None else block.count("\n") + 1
-    text = block
-    where: npt.NDArray[np.intp] | None = None  # block rows of text's lines (None: all)
+    """The frames of one block in file order, and the first line rejected (row, exception)."""
     pieces: list[FrameColumns] = []
     positions: list[npt.NDArray[np.intp]] = []
-    slow: list[tuple[int, str]] = []
-    if fmt.tokens is not None and tokens is not None and len(tokens.starts):  # not all blank
-        piece, handled = fmt.tokens(tokens)
-        if not handled.all():
-            lines = block.split("\n")
-            slow.extend((row, lines[row]) for row in np.flatnonzero(~handled).tolist())
-            piece = select(piece, handled)
-        pieces.append(piece)
-        positions.append(np.flatnonzero(handled))
-        where = np.zeros(0, dtype=np.intp)
-    for shape in fmt.shapes:
-        columns = list(zip(*shape.pattern.findall(text), strict=True))
-        rows = np.arange(n) if where is None else where
-        key, others = columns[0], columns[-1]
-        missing = key.count("")
-        if missing == len(key):
-            continue
-        if missing == 0:
-            fields: Sequence[Sequence[str]] = columns[:-1]
-            taken = rows
-        else:
-            index = [i for i, field in enumerate(key) if field]
-            fields = [[column[i] for i in index] for column in columns[:-1]]
-            taken = rows[index]
-        piece, ok = shape.build(fields)
-        if ok is not None and not ok.all():
-            lines = text.split("\n")
-            back = np.flatnonzero(~ok)
-            slow.extend((int(taken[i]), lines[int(rows.searchsorted(taken[i]))]) for i in back)
-            piece = select(piece, ok)
-            taken = taken[ok]
-        pieces.append(piece)
-        positions.append(taken)
-        if missing == 0:
-            text = ""
-            where = np.zeros(0, dtype=np.intp)
-            break
-        left = [i for i, field in enumerate(key) if not field]
-        text = "\n".join([others[i] for i in left])
-        where = rows[left]
-    if where is None or len(where):
-        lines = text.split("\n")
-        rows = np.arange(n) if where is None else where
-        slow.extend(zip(rows.tolist(), lines, strict=True))
+    slow: Sequence[int]  # the lines for the line parser
+    if fmt.tokens is None:
+        slow = range(block.count("\n") + 1)
+    else:
+        tokens = Tokens(block)
+        slow = range(tokens.lines)
+        if len(tokens.starts):  # else all lines are blank
+            piece, handled = fmt.tokens(tokens)
+            pieces.append(piece if handled.all() else select(piece, handled))
+            positions.append(np.flatnonzero(handled))
+            slow = np.flatnonzero(~handled).tolist()
     error: tuple[int, Exception] | None = None
-    if slow:
-        slow.sort()
+    if len(slow):
+        lines = block.split("\n")
         parsed: list[Row] = []
         parsed_at: list[int] = []
-        for row, line in slow:
+        for row in slow:
             try:
-                frame = fmt.parse_line(line)
+                frame = fmt.parse_line(lines[row])
                 if frame is not None:
                     check_row(frame)
             except LINE_ERRORS as exc:
@@ -314,10 +226,10 @@ def _parse_block(
         kept = [w < error[0] for w in positions]
         pieces = [select(p, keep) for p, keep in zip(pieces, kept, strict=True)]
         positions = [w[keep] for w, keep in zip(positions, kept, strict=True)]
-    if not pieces:
+    if len(pieces) == 1 and len(positions[0]) and positions[0][-1] == len(positions[0]) - 1:
+        return pieces[0], error  # rows 0 to n - 1: in order already
+    if not any(len(p) for p in pieces):
         return None, error
-    if len(pieces) == 1 and len(positions[0]) == n:
-        return pieces[0], error
     order = np.argsort(np.concatenate(positions), kind="stable")
     return select(concat(pieces), order), error
 

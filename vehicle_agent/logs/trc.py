@@ -108,7 +108,7 @@ def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
             return None
         return _parse_line(layout, parse_cols, line)
 
-    fmt = LineFormat([], parse_line, _token_builder(layout))
+    fmt = LineFormat(parse_line, _token_builder(layout))
     yield from read_lines(path, fmt, lines.rest(), chunker)
 
 
@@ -232,22 +232,24 @@ def _build(
     """
     starts, _, _ = tokens.field(0)
     ok = tokens.clean & (tokens.count >= fixed) & (tokens.buf[starts] != ord(";"))
-    stamps, good = tokens.decimal(at["O"], among=ok)
+    s, e, present = tokens.field(at["O"])
+    stamps, good = tokens.decimal((s, e, present & ok))
     ok &= good
     stamps = stamps / 1000
     if layout.version:  # 1.0 has no start time
         stamps += layout.start
-    can_id, id_digits, good = tokens.hex(at["I"])
+    ident = tokens.field(at["I"])
+    can_id, good = tokens.hex(ident)
     ok &= good
-    flags = np.where(id_digits > 4, np.uint8(EXTENDED), np.uint8(0))
+    flags = np.where(ident[1] - ident[0] > 4, np.uint8(EXTENDED), np.uint8(0))
     if "d" in at:
-        received = tokens.equals(at["d"], b"Rx")
+        received = tokens.equals(tokens.field(at["d"]), b"Rx")
         flags |= np.where(received, np.uint8(RX), np.uint8(0))
     else:
         flags |= RX
     channels: list[Channel]
     if "B" in at:
-        bus, good = tokens.digits(at["B"], 9)
+        bus, good = tokens.digits(tokens.field(at["B"]), 9)
         ok &= good
         if int(bus.min()) == int(bus.max()):
             codes, channels = np.zeros(tokens.lines, dtype=np.intp), [int(bus[0])]
@@ -258,15 +260,15 @@ def _build(
         codes, channels = np.zeros(tokens.lines, dtype=np.intp), [1]
     data_tokens = tokens.count - fixed
     if layout.version >= 200:
-        code, good = tokens.code(at["T"])
+        code, good = tokens.code(tokens.field(at["T"]))
         type_flags = _TYPE_CODES[code]
         ok &= good & (type_flags != 255)
         flags |= type_flags
         if "l" in at:
-            length, good = tokens.digits(at["l"], 2)
+            length, good = tokens.digits(tokens.field(at["l"]), 2)
             dlc = _LEN2DLC[np.minimum(length, 99)]  # (more only on lines not handled)
         else:
-            dlc, good = tokens.digits(at["L"], 3)
+            dlc, good = tokens.digits(tokens.field(at["L"]), 3)
             good &= dlc <= 255
         ok &= good
         wanted = (dlc != 0) & ((flags & REMOTE) == 0)
@@ -274,11 +276,11 @@ def _build(
         taken = np.where(ok & wanted, data_tokens, 0)
     else:
         if "d" in at:
-            ok &= received | tokens.equals(at["d"], b"Tx")
+            ok &= received | tokens.equals(tokens.field(at["d"]), b"Tx")
         if layout.version == 0:
-            ok &= ~tokens.equals(at["I"], b"FFFFFFFF")
-        dlc, good = tokens.digits(at["L"], 3)
-        ok &= good & (dlc <= data_tokens) & ~tokens.equals(fixed, b"RTR")
+            ok &= ~tokens.equals(ident, b"FFFFFFFF")
+        dlc, good = tokens.digits(tokens.field(at["L"]), 3)
+        ok &= good & (dlc <= data_tokens) & ~tokens.equals(tokens.field(fixed), b"RTR")
         taken = np.where(ok, dlc, 0)
     data, good = tokens.byte_matrix(tokens.first + fixed, taken)
     ok &= good

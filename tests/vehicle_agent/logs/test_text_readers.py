@@ -165,7 +165,7 @@ def test_candump_written_by_python_can(tmp_path: Path, name: str) -> None:
     assert fast(candump, path, 1000) == expected
 
 
-CANDUMP_LINES = """\
+CANDUMP_LINES = f"""\
 (1436509052.249713) vcan0 044#2A366C2BBA
 (1436509052.449847) vcan0 05A#
 (1436509052.650004) vcan0 123#R
@@ -184,7 +184,9 @@ CANDUMP_LINES = """\
    (1436509053.650004)   vcan0\t7FF#0102   R \x20
 (1436509053.650005) vcan0 0x7F#01
 (1436509053.650006) vcan0 7E8#0341054000000000 t
-(0.5) can_a 7E8#03410540000000000341054000000000034105400000000003410540000000000341054000000000
+(1436509053.650007) can_a 7E8#{"0341054000000000" * 5}
+(1436509053.650008) a_channel_name_longer_than_24 7E8#01
+(1436509053.650009) vcan0 123#R12
 """
 
 
@@ -192,7 +194,7 @@ CANDUMP_LINES = """\
 def test_candump_lines_as_candump_writes_them(tmp_path: Path, newline: str) -> None:
     path = write_text(tmp_path / "dump.log", CANDUMP_LINES.replace("\n", newline))
     expected = python_can(path)
-    assert len(expected) == 18
+    assert len(expected) == 20
     assert fast(candump, path) == expected
     assert fast(candump, path, 2) == expected
 
@@ -212,6 +214,9 @@ def test_candump_many_frames_cross_blocks(tmp_path: Path) -> None:
         ("(1.0) can0 123#11\nnot a frame\n(2.0) can0 123#22\n", 2),
         ("(1.0) can0 123#11\n(2.0) can0 123#1G\n", 2),
         ("(1.0) can0 123##\n", 1),
+        ("(1.0) can0 123##x11\n", 1),
+        ("(1.0) can0 123#11\x00 R\n", 1),
+        ("(1.0) can0 123#11\tR\n", 1),
         ("(1.0) can0 123#11 R\n(x) can0 1#\n", 2),
     ],
 )
@@ -288,6 +293,10 @@ Begin Triggerblock Sam Sep 30 15:06:13.191 2017
    2.000006 CANFD   1 Rx        300    12 {FD_NAME} 1 0 8  8 11 c2 03 04 05 06 07 08   102203
    2.000007 CANFD   1 Rx        301    1 0 8 8 11 c2 03 04 05 06 07 08 99
    3.000000 1  J1939TP FEE3p        6    0  0   -   Rx   d 23 A0 0F A6 60 3B D1 40 1F DE
+   3.000001 1  124\x00            Rx   d 1 01
+   3.000002 1  125             Foo  d 1 01
+   3.000003 1  126             Rx   r 1 01
+   3.000004 1  127             Rxyz d 1 01
 End TriggerBlock
 """
 
@@ -296,7 +305,7 @@ End TriggerBlock
 def test_asc_lines_as_vector_and_python_can_write_them(tmp_path: Path, header: str) -> None:
     path = write_text(tmp_path / "lines.asc", header + ASC_LINES)
     expected = python_can(path)
-    assert len(expected) == 18
+    assert len(expected) == 20
     assert fast(asc, path) == expected
     assert fast(asc, path, 1) == expected
 
@@ -307,6 +316,12 @@ def test_asc_first_line_after_a_short_header_is_dropped(tmp_path: Path) -> None:
     expected = python_can(path)
     assert [f[1] for f in expected] == [0x124]
     assert fast(asc, path) == expected
+
+
+def test_asc_timestamps_without_a_point_are_no_frames(tmp_path: Path) -> None:
+    text = "internal events logged\n" + "".join(f" {n} 1  123  Rx  d 1 01\n" for n in range(20))
+    path = write_text(tmp_path / "points.asc", text)
+    assert fast(asc, path) == python_can(path) == []
 
 
 def test_asc_decimal_base(tmp_path: Path) -> None:
@@ -334,6 +349,8 @@ def test_asc_many_frames_cross_blocks(tmp_path: Path) -> None:
         ("internal events logged\n 1.0 1  123  Rx  d 1 1FF\n", 2),
         ("internal events logged\n 1.0 1  7FF  Rx  d 4 01 02 Length = 9\n", 2),
         ("internal events logged\n 1.0 CANFD 1 Rx 300 1 0 8 8\n", 2),
+        ("internal events logged\n 1.0 CANFD 1 Rx 300 1 0 5 0\n", 2),
+        ("internal events logged\n 1.0 CANFD 1 Rx 300 1 0 8 x8 01\n", 2),
         ("base HEX\n 1.0 1  123  Rx  d 1 01\n", 1),
     ],
 )
