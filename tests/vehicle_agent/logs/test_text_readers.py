@@ -17,6 +17,7 @@ import can
 import numpy as np
 import pytest
 
+from tests.vehicle_agent.logs.messages import Fields, fields
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs import asc, candump, read_columns
 from vehicle_agent.logs.columns import FrameColumns
@@ -25,27 +26,6 @@ from vehicle_agent.logs.generic import read_messages
 ROOT = Path(__file__).resolve().parents[3]
 LOG_DIR = ROOT / "tests" / "data" / "python-can-logs"
 CHUNK = 7
-
-Fields = tuple[object, ...]
-
-
-def fields(msg: can.Message) -> Fields:
-    """Every field of a message, the channel's type too."""
-    return (
-        msg.timestamp,
-        msg.arbitration_id,
-        msg.is_extended_id,
-        msg.is_remote_frame,
-        msg.is_error_frame,
-        msg.channel,
-        type(msg.channel),
-        msg.dlc,
-        bytes(msg.data),
-        msg.is_fd,
-        msg.is_rx,
-        msg.bitrate_switch,
-        msg.error_state_indicator,
-    )
 
 
 def python_can(path: Path) -> list[Fields]:

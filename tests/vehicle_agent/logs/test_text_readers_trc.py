@@ -15,13 +15,12 @@ from types import ModuleType
 import can
 import pytest
 
+from tests.vehicle_agent.logs.messages import Fields, fields
 from tests.vehicle_agent.logs.test_text_readers import (
     CHUNK,
     LOG_DIR,
-    Fields,
     fast,
     fast_until_error,
-    fields,
     python_can,
     python_can_until_error,
     sample_messages,
