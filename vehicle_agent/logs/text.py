@@ -103,19 +103,20 @@ def text_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[in
     pending = ""  # the start of a line whose end is not read yet
     with open_binary(path) as file:
         while True:
+            raw, failure = _read(file, block_bytes)
             try:
-                raw = file.read(block_bytes)
-                text = pending + decoder.decode(raw, final=not raw)
+                text = pending + decoder.decode(raw, final=not raw and failure is None)
             except UnicodeDecodeError as exc:
                 good = bytes(exc.object[: exc.start]).decode("utf-8", "replace")
                 text = pending + good.replace("\r\n", "\n").replace("\r", "\n")
+                failure = exc
+            if failure is not None:  # the complete lines first, then the error
                 cut = text.rfind("\n")
                 if cut >= 0:
                     yield line, text[:cut]
                     line += text.count("\n", 0, cut) + 1
-                raise LogFormatError(path, f"line {line}", f"UnicodeDecodeError: {exc}") from exc
-            except (OSError, EOFError, zlib.error) as exc:
-                raise LogFormatError(path, f"line {line}", f"{type(exc).__name__}: {exc}") from exc
+                reason = f"{type(failure).__name__}: {failure}"
+                raise LogFormatError(path, f"line {line}", reason) from failure
             if not raw:
                 if text:
                     yield line, text[:-1] if text.endswith("\n") else text
@@ -127,6 +128,26 @@ def text_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[in
             yield line, text[:cut]
             line += text.count("\n", 0, cut) + 1
             pending = text[cut + 1 :]
+
+
+def _read(file: io.BufferedIOBase, size: int) -> tuple[bytes, Exception | None]:
+    """Up to *size* bytes, and the read error that stopped it short, if any.
+
+    Read a piece at a time so that what came before a corrupt or truncated gzip
+    stream is kept (``GzipFile.read`` drops it when it raises).
+    """
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < size:
+            part = file.read1(size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    except (OSError, EOFError, zlib.error) as exc:  # OSError includes BadGzipFile
+        return b"".join(parts), exc
+    return b"".join(parts), None
 
 
 class LineReader:

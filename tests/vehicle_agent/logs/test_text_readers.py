@@ -216,6 +216,22 @@ def test_candump_undecodable_text_raises_at_its_line(tmp_path: Path) -> None:
     assert len(got) == 2
 
 
+def test_candump_truncated_gzip_raises_after_the_lines_before(tmp_path: Path) -> None:
+    whole = write_log(tmp_path / "whole.log.gz", sample_messages(3000))
+    path = tmp_path / "cut.log.gz"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    got, error = fast_until_error(candump, path)
+    assert "EOFError" in error.reason
+    assert got == python_can(whole)[: len(got)]
+    assert len(got) > 1000
+
+
+def test_candump_not_gzip_raises_at_line_1(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "plain.log.gz", "(1.0) can0 123#11\n")
+    got, error = fast_until_error(candump, path)
+    assert (got, error.position) == ([], "line 1")
+
+
 def test_read_columns_uses_the_fast_reader(tmp_path: Path) -> None:
     path = write_log(tmp_path / "frames.log", sample_messages(30))
     chunks = list(read_columns(path, chunk_frames=CHUNK, reader="fast"))
