@@ -21,13 +21,16 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 import can
 import numpy as np
 import numpy.typing as npt
 
 from telehub.v1 import telemetry_pb2 as pb
+from vehicle_agent.errors import SourceError
+from vehicle_agent.logs import FrameColumns, read_columns
+from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX
 
 __all__ = [
     "FORMATS",
@@ -193,48 +196,64 @@ class Recording:
 
 
 def load_recording(source: Path, limit: int | None = None) -> Recording:
-    """The data frames of *source* (its first *limit* ones), read with python-can."""
+    """The data frames of *source* (its first *limit* ones), as python-can reads them.
+
+    Read through :func:`vehicle_agent.logs.read_columns`, whose fast readers give
+    python-can's frames exactly.
+    """
     if limit is not None and limit < 1:
         raise WorkloadError(f"--frames must be at least 1, got {limit}")
-    kept: list[can.Message] = []
-    skipped = 0
+    chunks: list[FrameColumns] = []
+    frames = skipped = 0
     try:
-        with can.LogReader(str(source)) as reader:
-            for msg in reader:
-                if msg.is_remote_frame or msg.is_error_frame:
-                    skipped += 1
-                    continue
-                kept.append(msg)
-                if limit is not None and len(kept) >= limit:
-                    break
-    except (OSError, ValueError, can.CanError) as exc:
+        for chunk in read_columns(source):
+            data_frames = (chunk.flags & (REMOTE | ERROR)) == 0
+            skipped += len(chunk) - int(data_frames.sum())
+            chunks.append(_take(chunk, data_frames, None if limit is None else limit - frames))
+            frames += len(chunks[-1])
+            if limit is not None and frames >= limit:
+                break
+    except SourceError as exc:
         raise WorkloadError(f"cannot read {source}: {exc}") from exc
-    if not kept:
+    if not frames:
         raise WorkloadError(f"{source} holds no data frames")
-    n = len(kept)
-    lengths = np.fromiter((len(m.data) for m in kept), dtype=np.uint8, count=n)
-    data = np.zeros((n, int(lengths.max())), dtype=np.uint8)
-    for row, msg in enumerate(kept):
-        data[row, : len(msg.data)] = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-
-    def flags(attr: str) -> npt.NDArray[np.bool_]:
-        return np.fromiter((bool(getattr(m, attr)) for m in kept), dtype=np.bool_, count=n)
-
+    flags = np.concatenate([c.flags for c in chunks])
+    width = max(c.data.shape[1] for c in chunks)
     return Recording(
-        timestamps=np.fromiter((m.timestamp for m in kept), dtype=np.float64, count=n),
-        ids=np.fromiter((m.arbitration_id for m in kept), dtype=np.uint32, count=n),
-        extended=flags("is_extended_id"),
-        rx=flags("is_rx"),
-        fd=flags("is_fd"),
-        brs=flags("bitrate_switch"),
-        esi=flags("error_state_indicator"),
-        dlcs=np.fromiter((m.dlc for m in kept), dtype=np.uint8, count=n),
-        lengths=lengths,
-        data=data,
-        # python-can types a channel wider (a sequence for some interfaces); log
-        # readers give an int, text or None.
-        channels=tuple(cast("int | str | None", m.channel) for m in kept),
+        timestamps=np.concatenate([c.timestamp for c in chunks]),
+        ids=np.concatenate([c.arbitration_id for c in chunks]),
+        extended=(flags & EXTENDED) != 0,
+        rx=(flags & RX) != 0,
+        fd=(flags & FD) != 0,
+        brs=(flags & BRS) != 0,
+        esi=(flags & ESI) != 0,
+        dlcs=np.concatenate([c.dlc for c in chunks]),
+        lengths=np.concatenate([c.length for c in chunks]),
+        data=np.concatenate(
+            [np.pad(c.data, ((0, 0), (0, width - c.data.shape[1]))) for c in chunks]
+        ),
+        channels=tuple(c.channels[code] for c in chunks for code in c.channel.tolist()),
         skipped=skipped,
+    )
+
+
+def _widen(data: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
+    """*data* zero-padded to *width* bytes a row."""
+    return np.pad(data, ((0, 0), (0, width - data.shape[1])))
+
+
+def _take(chunk: FrameColumns, keep: npt.NDArray[np.bool_], limit: int | None) -> FrameColumns:
+    """The frames of *chunk* where *keep* is set, at most *limit* of them."""
+    rows = np.flatnonzero(keep)[:limit]
+    return FrameColumns(
+        timestamp=chunk.timestamp[rows],
+        arbitration_id=chunk.arbitration_id[rows],
+        flags=chunk.flags[rows],
+        dlc=chunk.dlc[rows],
+        length=chunk.length[rows],
+        data=chunk.data[rows],
+        channel=chunk.channel[rows],
+        channels=chunk.channels,
     )
 
 
