@@ -11,7 +11,7 @@ from typing import Any
 
 import can
 import cantools
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pyarrow.parquet as pq
 import pytest
 from cantools.database.can import Database
 

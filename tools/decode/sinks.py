@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.csv as pa_csv  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from tools.decode.vector import Column, MessageBatch, OutputMessage, OutputSignal
 
