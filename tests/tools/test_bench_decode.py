@@ -28,6 +28,7 @@ from tools.bench.workload import (
 )
 from tools.cli import main
 from tools.demo import demo_data
+from vehicle_agent.logs.columns import BRS, ESI, EXTENDED, FD, RX, FrameColumns
 
 DRIVE = demo_data() / "drive-gnss" / "drive_545s.MF4"
 DBC = demo_data() / "drive-gnss" / "canmod-gps.dbc"
@@ -84,20 +85,22 @@ def test_bench_decode_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _expected(recording: Recording, frames: int) -> list[can.Message]:
+    cols = recording.frames
     out = []
     for count, shift in replay_passes(recording, frames):
         for i in range(count):
+            flags = int(cols.flags[i])
             out.append(
                 can.Message(
-                    timestamp=float(recording.timestamps[i]) + shift,
-                    arbitration_id=int(recording.ids[i]),
-                    is_extended_id=bool(recording.extended[i]),
-                    is_rx=bool(recording.rx[i]),
-                    is_fd=bool(recording.fd[i]),
-                    bitrate_switch=bool(recording.brs[i]),
-                    error_state_indicator=bool(recording.esi[i]),
-                    data=bytes(recording.data[i, : recording.lengths[i]]),
-                    channel=can.util.channel2int(recording.channels[i]),
+                    timestamp=float(cols.timestamp[i]) + shift,
+                    arbitration_id=int(cols.arbitration_id[i]),
+                    is_extended_id=bool(flags & EXTENDED),
+                    is_rx=bool(flags & RX),
+                    is_fd=bool(flags & FD),
+                    bitrate_switch=bool(flags & BRS),
+                    error_state_indicator=bool(flags & ESI),
+                    data=bytes(cols.data[i, : cols.length[i]]),
+                    channel=can.util.channel2int(cols.channels[cols.channel[i]]),
                 )
             )
     return out
@@ -158,18 +161,24 @@ def test_write_mf4_fd_extended_and_sent_frames(tmp_path: Path) -> None:
     for row, size in enumerate(lengths):
         data[row, :size] = np.arange(size, dtype=np.uint8) + row
     fd = np.array([False, False, True, True, False, True])
+    extended = np.array([False, True, False, True, False, True])
+    rx = np.array([True, False, True, True, False, True])
+    brs = np.array([False, False, True, False, False, True])
+    esi = np.array([False, False, False, True, False, True])
+    flags = extended * EXTENDED | rx * RX | fd * FD | brs * BRS | esi * ESI
     recording = Recording(
-        timestamps=np.array([0.0, 0.001, 0.5, 0.75, 1.25, 3.0]),
-        ids=np.array([0x7FF, 0x1FFFFFFF, 0x123, 0x10, 0x0, 0x18FEF100], dtype=np.uint32),
-        extended=np.array([False, True, False, True, False, True]),
-        rx=np.array([True, False, True, True, False, True]),
-        fd=fd,
-        brs=np.array([False, False, True, False, False, True]),
-        esi=np.array([False, False, False, True, False, True]),
-        dlcs=np.where(fd, lengths, np.minimum(lengths, 8)).astype(np.uint8),
-        lengths=lengths,
-        data=data,
-        channels=(0, 1, 2, 3, 1, 0),
+        FrameColumns(
+            timestamp=np.array([0.0, 0.001, 0.5, 0.75, 1.25, 3.0]),
+            arbitration_id=np.array(
+                [0x7FF, 0x1FFFFFFF, 0x123, 0x10, 0x0, 0x18FEF100], dtype=np.uint32
+            ),
+            flags=flags.astype(np.uint8),
+            dlc=np.where(fd, lengths, np.minimum(lengths, 8)).astype(np.uint8),
+            length=lengths,
+            data=data,
+            channel=np.array([0, 1, 2, 3, 1, 0], dtype=np.int32),
+            channels=[0, 1, 2, 3],
+        ),
         skipped=0,
     )
     path = tmp_path / "fd.mf4"
@@ -191,7 +200,8 @@ def test_write_log_formats_hold_the_same_frames(tmp_path: Path) -> None:
 
 def test_write_mf4_rejects_wide_bus_channels(tmp_path: Path) -> None:
     recording = load_recording(DRIVE, 10)
-    wide = dataclasses.replace(recording, channels=(4,) * len(recording))
+    frames = dataclasses.replace(recording.frames, channels=[4] * len(recording.frames.channels))
+    wide = dataclasses.replace(recording, frames=frames)
     with pytest.raises(WorkloadError, match="channel"):
         write_mf4(wide, tmp_path / "x.mf4", 10)
 

@@ -16,6 +16,7 @@ than python-can's MF4 writer (1M frames in well under a second).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Iterator
@@ -172,27 +173,29 @@ def typical_plan() -> pb.CollectionPlan:
 class Recording:
     """The data frames of a recording in columns, what :func:`write_log` replays.
 
-    ``data`` is zero-padded after each frame's ``lengths`` bytes; ``channels`` holds
-    python-can's channel per frame (an int, text or None). Remote and error frames
-    carry no signals and are left out (``skipped`` counts them), so every log
-    written from one recording holds exactly the same frames.
+    Remote and error frames carry no signals and are left out (``skipped``
+    counts them), so every log written from one recording holds exactly the
+    same frames.
     """
 
-    timestamps: npt.NDArray[np.float64]
-    ids: npt.NDArray[np.uint32]
-    extended: npt.NDArray[np.bool_]
-    rx: npt.NDArray[np.bool_]
-    fd: npt.NDArray[np.bool_]
-    brs: npt.NDArray[np.bool_]
-    esi: npt.NDArray[np.bool_]
-    dlcs: npt.NDArray[np.uint8]
-    lengths: npt.NDArray[np.uint8]
-    data: npt.NDArray[np.uint8]
-    channels: tuple[int | str | None, ...]
+    frames: FrameColumns
     skipped: int
 
     def __len__(self) -> int:
-        return int(self.timestamps.shape[0])
+        return len(self.frames)
+
+    @property
+    def timestamps(self) -> npt.NDArray[np.float64]:
+        return self.frames.timestamp
+
+    def flag(self, bit: int) -> npt.NDArray[np.bool_]:
+        """Whether each frame has the :mod:`vehicle_agent.logs.columns` flag *bit*."""
+        return np.bitwise_and(self.frames.flags, np.uint8(bit)).astype(np.bool_)
+
+    def channels(self) -> list[int | str | None]:
+        """python-can's channel of each frame."""
+        table = self.frames.channels
+        return [table[code] for code in self.frames.channel.tolist()]
 
 
 def load_recording(source: Path, limit: int | None = None) -> Recording:
@@ -217,24 +220,33 @@ def load_recording(source: Path, limit: int | None = None) -> Recording:
         raise WorkloadError(f"cannot read {source}: {exc}") from exc
     if not frames:
         raise WorkloadError(f"{source} holds no data frames")
-    flags = np.concatenate([c.flags for c in chunks])
+    return Recording(_concatenate(chunks), skipped)
+
+
+def _concatenate(chunks: list[FrameColumns]) -> FrameColumns:
+    """One chunk of the frames of *chunks*, in order, with one channel table."""
+    table: list[int | str | None] = []
+    codes = []
+    for chunk in chunks:
+        index = [_code(table, channel) for channel in chunk.channels]
+        codes.append(np.array(index, dtype=np.int32)[chunk.channel])
     width = max(c.data.shape[1] for c in chunks)
-    return Recording(
-        timestamps=np.concatenate([c.timestamp for c in chunks]),
-        ids=np.concatenate([c.arbitration_id for c in chunks]),
-        extended=(flags & EXTENDED) != 0,
-        rx=(flags & RX) != 0,
-        fd=(flags & FD) != 0,
-        brs=(flags & BRS) != 0,
-        esi=(flags & ESI) != 0,
-        dlcs=np.concatenate([c.dlc for c in chunks]),
-        lengths=np.concatenate([c.length for c in chunks]),
-        data=np.concatenate(
-            [np.pad(c.data, ((0, 0), (0, width - c.data.shape[1]))) for c in chunks]
-        ),
-        channels=tuple(c.channels[code] for c in chunks for code in c.channel.tolist()),
-        skipped=skipped,
+    return FrameColumns(
+        timestamp=np.concatenate([c.timestamp for c in chunks]),
+        arbitration_id=np.concatenate([c.arbitration_id for c in chunks]),
+        flags=np.concatenate([c.flags for c in chunks]),
+        dlc=np.concatenate([c.dlc for c in chunks]),
+        length=np.concatenate([c.length for c in chunks]),
+        data=np.concatenate([_widen(c.data, width) for c in chunks]),
+        channel=np.concatenate(codes),
+        channels=table,
     )
+
+
+def _code(table: list[int | str | None], channel: int | str | None) -> int:
+    if channel not in table:
+        table.append(channel)
+    return table.index(channel)
 
 
 def _widen(data: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
@@ -288,47 +300,18 @@ def write_log(recording: Recording, fmt: str, path: Path, frames: int) -> int:
         return write_mf4(recording, path, frames)
     if fmt not in FORMATS:
         raise WorkloadError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    payloads = [
-        bytes(row[:size])
-        for row, size in zip(recording.data, recording.lengths.tolist(), strict=True)
-    ]
-    columns = list(
-        zip(
-            recording.ids.tolist(),
-            recording.extended.tolist(),
-            recording.rx.tolist(),
-            recording.fd.tolist(),
-            recording.brs.tolist(),
-            recording.esi.tolist(),
-            recording.dlcs.tolist(),
-            payloads,
-            recording.channels,
-            strict=True,
-        )
-    )
     written = 0
     try:
         with can.Logger(str(path)) as writer:
             for count, shift in replay_passes(recording, frames):
-                stamps = (recording.timestamps[:count] + shift).tolist()
-                for ts, (ident, ext, rx, fd, brs, esi, dlc, payload, channel) in zip(
-                    stamps, columns[:count], strict=True
-                ):
-                    writer.on_message_received(
-                        can.Message(
-                            timestamp=ts,
-                            arbitration_id=ident,
-                            is_extended_id=ext,
-                            is_rx=rx,
-                            is_fd=fd,
-                            bitrate_switch=brs,
-                            error_state_indicator=esi,
-                            dlc=dlc,
-                            data=payload,
-                            channel=channel,
-                            check=False,
-                        )
-                    )
+                one_pass = recording.frames
+                shifted = (
+                    dataclasses.replace(one_pass, timestamp=one_pass.timestamp + shift)
+                    if shift
+                    else one_pass
+                )
+                for msg in shifted.messages()[:count]:
+                    writer.on_message_received(msg)
                 written += count
     except (OSError, ValueError, can.CanError) as exc:
         raise WorkloadError(f"cannot write {path}: {exc}") from exc
@@ -382,30 +365,32 @@ def write_mf4(recording: Recording, path: Path, frames: int) -> int:
     """
     if frames < 1:
         raise WorkloadError(f"--frames must be at least 1, got {frames}")
-    channels = [can.util.channel2int(c) for c in recording.channels]
+    channels = [can.util.channel2int(c) for c in recording.channels()]
+    frame = recording.frames
+    fd = recording.flag(FD)
     if any(c is not None and not 0 <= c <= 3 for c in channels):
         raise WorkloadError("the MF4 layout has 2 bits for the bus channel; channels are 0-3")
     passes = list(replay_passes(recording, frames))
     start = _start_second(recording.timestamps, [shift for _, shift in passes])
     n = len(recording)
     # One pass's payloads as the VLSD signal data: a uint32 length before each.
-    lengths = recording.lengths.astype(np.uint64)
+    lengths = frame.length.astype(np.uint64)
     entry_end = np.cumsum(lengths + 4)
     entry_start = entry_end - (lengths + 4)
     signal_data = _signal_data(recording, entry_start, int(entry_end[-1]))
     base = np.zeros(n, dtype=_RECORD)
     base["ident"] = (
-        recording.ids.astype(np.uint32) << 3
+        frame.arbitration_id.astype(np.uint32) << 3
         | np.array([c or 0 for c in channels], dtype=np.uint32) << 1
-        | recording.extended.astype(np.uint32)
+        | recording.flag(EXTENDED).astype(np.uint32)
     )
-    base["dir_length"] = (recording.lengths << 1) | (~recording.rx).astype(np.uint8)
-    codes = np.array([can.util.len2dlc(int(x)) for x in recording.lengths], dtype=np.uint8)
-    dlc = np.where(recording.fd, codes, recording.dlcs & 0x0F)
+    base["dir_length"] = (frame.length << 1) | (~recording.flag(RX)).astype(np.uint8)
+    codes = np.array([can.util.len2dlc(int(x)) for x in frame.length], dtype=np.uint8)
+    dlc = np.where(fd, codes, frame.dlc & 0x0F)
     base["fd_dlc"] = (
-        recording.fd.astype(np.uint8)
-        | recording.brs.astype(np.uint8) << 1
-        | recording.esi.astype(np.uint8) << 2
+        fd.astype(np.uint8)
+        | recording.flag(BRS).astype(np.uint8) << 1
+        | recording.flag(ESI).astype(np.uint8) << 2
         | dlc.astype(np.uint8) << 4
     )
     base["payload"] = entry_start
@@ -454,14 +439,14 @@ def _start_second(stamps: npt.NDArray[np.float64], shifts: list[float]) -> int:
 
 def _signal_data(recording: Recording, entry_start: npt.NDArray[np.uint64], size: int) -> bytes:
     out = np.zeros(size, dtype=np.uint8)
-    width = recording.data.shape[1]
+    width = recording.frames.data.shape[1]
     for lo in range(0, len(recording), _MF4_CHUNK):
         hi = min(lo + _MF4_CHUNK, len(recording))
         at = entry_start[lo:hi].astype(np.int64)[:, None]
-        sizes = recording.lengths[lo:hi].astype("<u4")
+        sizes = recording.frames.length[lo:hi].astype("<u4")
         out[at + np.arange(4)] = sizes.view(np.uint8).reshape(-1, 4)
         mask = np.arange(width) < sizes[:, None]
-        out[(at + 4 + np.arange(width))[mask]] = recording.data[lo:hi][mask]
+        out[(at + 4 + np.arange(width))[mask]] = recording.frames.data[lo:hi][mask]
     return out.tobytes()
 
 
