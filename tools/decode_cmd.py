@@ -55,6 +55,7 @@ from tools.decode.sinks import (
 from vehicle_agent.catalog import is_j1939_database, read_dbc
 from vehicle_agent.errors import DbcError, SourceError
 from vehicle_agent.logs import DEFAULT_CHUNK, FrameColumns, ReaderChoice, Unsupported, read_columns
+from vehicle_agent.logs.columns import select
 
 __all__ = ["UsageError", "main", "register", "run"]
 
@@ -286,16 +287,7 @@ def _window(
         keep &= since < end
     if keep.all():
         return chunk
-    return dataclasses.replace(
-        chunk,
-        timestamp=chunk.timestamp[keep],
-        arbitration_id=chunk.arbitration_id[keep],
-        flags=chunk.flags[keep],
-        dlc=chunk.dlc[keep],
-        length=chunk.length[keep],
-        data=chunk.data[keep],
-        channel=chunk.channel[keep],
-    )
+    return select(chunk, keep)
 
 
 # --- decoding ------------------------------------------------------------------

@@ -31,7 +31,17 @@ import numpy.typing as npt
 from telehub.v1 import telemetry_pb2 as pb
 from vehicle_agent.errors import SourceError
 from vehicle_agent.logs import FrameColumns, read_columns
-from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX
+from vehicle_agent.logs.columns import (
+    BRS,
+    ERROR,
+    ESI,
+    EXTENDED,
+    FD,
+    REMOTE,
+    RX,
+    concat,
+    select,
+)
 
 __all__ = [
     "FORMATS",
@@ -212,7 +222,8 @@ def load_recording(source: Path, limit: int | None = None) -> Recording:
         for chunk in read_columns(source):
             data_frames = (chunk.flags & (REMOTE | ERROR)) == 0
             skipped += len(chunk) - int(data_frames.sum())
-            chunks.append(_take(chunk, data_frames, None if limit is None else limit - frames))
+            keep = np.flatnonzero(data_frames)[: None if limit is None else limit - frames]
+            chunks.append(select(chunk, keep))
             frames += len(chunks[-1])
             if limit is not None and frames >= limit:
                 break
@@ -220,53 +231,7 @@ def load_recording(source: Path, limit: int | None = None) -> Recording:
         raise WorkloadError(f"cannot read {source}: {exc}") from exc
     if not frames:
         raise WorkloadError(f"{source} holds no data frames")
-    return Recording(_concatenate(chunks), skipped)
-
-
-def _concatenate(chunks: list[FrameColumns]) -> FrameColumns:
-    """One chunk of the frames of *chunks*, in order, with one channel table."""
-    table: list[int | str | None] = []
-    codes = []
-    for chunk in chunks:
-        index = [_code(table, channel) for channel in chunk.channels]
-        codes.append(np.array(index, dtype=np.int32)[chunk.channel])
-    width = max(c.data.shape[1] for c in chunks)
-    return FrameColumns(
-        timestamp=np.concatenate([c.timestamp for c in chunks]),
-        arbitration_id=np.concatenate([c.arbitration_id for c in chunks]),
-        flags=np.concatenate([c.flags for c in chunks]),
-        dlc=np.concatenate([c.dlc for c in chunks]),
-        length=np.concatenate([c.length for c in chunks]),
-        data=np.concatenate([_widen(c.data, width) for c in chunks]),
-        channel=np.concatenate(codes),
-        channels=table,
-    )
-
-
-def _code(table: list[int | str | None], channel: int | str | None) -> int:
-    if channel not in table:
-        table.append(channel)
-    return table.index(channel)
-
-
-def _widen(data: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
-    """*data* zero-padded to *width* bytes a row."""
-    return np.pad(data, ((0, 0), (0, width - data.shape[1])))
-
-
-def _take(chunk: FrameColumns, keep: npt.NDArray[np.bool_], limit: int | None) -> FrameColumns:
-    """The frames of *chunk* where *keep* is set, at most *limit* of them."""
-    rows = np.flatnonzero(keep)[:limit]
-    return FrameColumns(
-        timestamp=chunk.timestamp[rows],
-        arbitration_id=chunk.arbitration_id[rows],
-        flags=chunk.flags[rows],
-        dlc=chunk.dlc[rows],
-        length=chunk.length[rows],
-        data=chunk.data[rows],
-        channel=chunk.channel[rows],
-        channels=chunk.channels,
-    )
+    return Recording(concat(chunks), skipped)
 
 
 def replay_passes(recording: Recording, frames: int) -> Iterator[tuple[int, float]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import can
 import numpy as np
@@ -38,6 +38,8 @@ __all__ = [
     "Channel",
     "FrameColumns",
     "columns_from_messages",
+    "concat",
+    "select",
 ]
 
 #: Flag bits of :attr:`FrameColumns.flags`, one per boolean of ``can.Message``.
@@ -165,6 +167,49 @@ class FrameColumns:
 
 #: Builds a Frame from a tuple of its fields, called from C by map().
 _make_frame = partial(tuple.__new__, Frame)
+
+
+def select(cols: FrameColumns, which: npt.NDArray[Any] | slice) -> FrameColumns:
+    """The frames picked by a mask, an index array or a slice.
+
+    The channel table and ``first_position`` stay those of *cols*.
+    """
+    return FrameColumns(
+        timestamp=cols.timestamp[which],
+        arbitration_id=cols.arbitration_id[which],
+        flags=cols.flags[which],
+        dlc=cols.dlc[which],
+        length=cols.length[which],
+        data=cols.data[which],
+        channel=cols.channel[which],
+        channels=cols.channels,
+        first_position=cols.first_position,
+    )
+
+
+def concat(pieces: Sequence[FrameColumns]) -> FrameColumns:
+    """Consecutive pieces as one, channels merged and data padded to the widest."""
+    if len(pieces) == 1:
+        return pieces[0]
+    data = np.zeros((sum(map(len, pieces)), max(p.data.shape[1] for p in pieces)), np.uint8)
+    merged: dict[Channel, int] = {}
+    codes = []
+    row = 0
+    for piece in pieces:
+        data[row : row + len(piece), : piece.data.shape[1]] = piece.data
+        row += len(piece)
+        remap = [merged.setdefault(c, len(merged)) for c in piece.channels]
+        codes.append(np.array(remap, dtype=np.int32)[piece.channel])
+    return FrameColumns(
+        timestamp=np.concatenate([p.timestamp for p in pieces]),
+        arbitration_id=np.concatenate([p.arbitration_id for p in pieces]),
+        flags=np.concatenate([p.flags for p in pieces]),
+        dlc=np.concatenate([p.dlc for p in pieces]),
+        length=np.concatenate([p.length for p in pieces]),
+        data=data,
+        channel=np.concatenate(codes),
+        channels=list(merged),
+    )
 
 
 def flags_of(msg: can.Message) -> int:

@@ -73,6 +73,7 @@ from vehicle_agent.logs.columns import (
     RX,
     Channel,
     FrameColumns,
+    concat,
 )
 from vehicle_agent.logs.generic import READ_ERRORS
 
@@ -471,7 +472,7 @@ def _merge(
             pending[g] = _take(rows, slice(cut, None)) if cut < len(rows) else None
             keys[g] = key[cut:]
         if parts:
-            merged = _concat(parts) if len(parts) > 1 else parts[0]
+            merged = concat(parts)
             yield _take(merged, np.argsort(np.concatenate(part_keys), kind="stable"))
         if not active:
             return
@@ -486,38 +487,8 @@ def _merge(
         running = np.maximum(np.maximum.accumulate(block.timestamp), peak[bound_group])
         peak[bound_group] = float(running[-1])
         held = pending[bound_group]
-        pending[bound_group] = block if held is None else _concat([held, block])
+        pending[bound_group] = block if held is None else concat([held, block])
         keys[bound_group] = np.concatenate([keys[bound_group], running])
-
-
-def _concat(parts: list[FrameColumns]) -> FrameColumns:
-    """Frames of several blocks as one: data rows padded, channel codes joined."""
-    width = max(part.data.shape[1] for part in parts)
-    channels: list[Channel] = []
-    index: dict[Channel, int] = {}
-    codes: list[npt.NDArray[np.int32]] = []
-    datas: list[npt.NDArray[np.uint8]] = []
-    for part in parts:
-        remap = np.empty(len(part.channels), dtype=np.int32)
-        for i, channel in enumerate(part.channels):
-            code = index.get(channel)
-            if code is None:
-                code = index[channel] = len(channels)
-                channels.append(channel)
-            remap[i] = code
-        codes.append(remap[part.channel])
-        pad = width - part.data.shape[1]
-        datas.append(np.pad(part.data, ((0, 0), (0, pad))) if pad else part.data)
-    return FrameColumns(
-        np.concatenate([p.timestamp for p in parts]),
-        np.concatenate([p.arbitration_id for p in parts]),
-        np.concatenate([p.flags for p in parts]),
-        np.concatenate([p.dlc for p in parts]),
-        np.concatenate([p.length for p in parts]),
-        np.concatenate(datas),
-        np.concatenate(codes),
-        channels,
-    )
 
 
 def _rechunk(blocks: Iterator[FrameColumns], chunk_frames: int) -> Iterator[FrameColumns]:
@@ -532,7 +503,7 @@ def _rechunk(blocks: Iterator[FrameColumns], chunk_frames: int) -> Iterator[Fram
         count += len(block)
         if count < chunk_frames:
             continue
-        rows = _concat(held) if len(held) > 1 else held[0]
+        rows = concat(held)
         cut = 0
         while len(rows) - cut >= chunk_frames:
             yield _chunk(_take(rows, slice(cut, cut + chunk_frames)), position)
@@ -541,7 +512,7 @@ def _rechunk(blocks: Iterator[FrameColumns], chunk_frames: int) -> Iterator[Fram
         held = [_take(rows, slice(cut, None))] if cut < len(rows) else []
         count = len(rows) - cut
     if count:
-        yield _chunk(_concat(held) if len(held) > 1 else held[0], position)
+        yield _chunk(concat(held), position)
 
 
 def _take(rows: FrameColumns, index: npt.NDArray[np.intp] | slice) -> FrameColumns:

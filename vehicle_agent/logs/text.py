@@ -30,13 +30,12 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vehicle_agent.errors import LogFormatError, SourceError
-from vehicle_agent.logs.columns import Channel, FrameColumns
+from vehicle_agent.logs.columns import Channel, FrameColumns, concat, select
 from vehicle_agent.logs.fields import Tokens, byte_rows
 
 __all__ = [
@@ -279,45 +278,6 @@ def pack_rows(rows: Sequence[Row]) -> FrameColumns:
         data=byte_rows(b"".join(datas), lengths),
         channel=np.array([index[c] for c in channel_values], dtype=np.int32),
         channels=channels,
-    )
-
-
-def select(cols: FrameColumns, which: npt.NDArray[Any] | slice) -> FrameColumns:
-    """The frames picked by a mask, an index array or a slice (channels kept as they are)."""
-    return FrameColumns(
-        timestamp=cols.timestamp[which],
-        arbitration_id=cols.arbitration_id[which],
-        flags=cols.flags[which],
-        dlc=cols.dlc[which],
-        length=cols.length[which],
-        data=cols.data[which],
-        channel=cols.channel[which],
-        channels=cols.channels,
-    )
-
-
-def concat(pieces: Sequence[FrameColumns]) -> FrameColumns:
-    """Consecutive pieces as one, channels merged and data padded to the widest."""
-    if len(pieces) == 1:
-        return pieces[0]
-    data = np.zeros((sum(map(len, pieces)), max(p.data.shape[1] for p in pieces)), np.uint8)
-    merged: dict[Channel, int] = {}
-    codes = []
-    row = 0
-    for piece in pieces:
-        data[row : row + len(piece), : piece.data.shape[1]] = piece.data
-        row += len(piece)
-        remap = [merged.setdefault(c, len(merged)) for c in piece.channels]
-        codes.append(np.array(remap, dtype=np.int32)[piece.channel])
-    return FrameColumns(
-        timestamp=np.concatenate([p.timestamp for p in pieces]),
-        arbitration_id=np.concatenate([p.arbitration_id for p in pieces]),
-        flags=np.concatenate([p.flags for p in pieces]),
-        dlc=np.concatenate([p.dlc for p in pieces]),
-        length=np.concatenate([p.length for p in pieces]),
-        data=data,
-        channel=np.concatenate(codes),
-        channels=list(merged),
     )
 
 
