@@ -2,7 +2,7 @@
 
 The log is read in chunks of columns (the fast reader for its format where there
 is one, python-can's otherwise) and each chunk is decoded message by message with
-numpy (:mod:`tools.decode.vector`): every value equals, in value and type, what
+numpy (:mod:`vehicle_agent.vector.decoder`): every value equals, in value and type, what
 cantools' ``Message.decode`` gives for that frame. Messages whose layout cannot
 be vectorised exactly are decoded by cantools frame by frame; ``--engine
 cantools`` does that for every message (the reference). Memory stays flat: each

@@ -1,6 +1,6 @@
 """The per-frame cantools reference the decode tests compare the vectorised engine with.
 
-Independent of :mod:`tools.decode.vector` on purpose: frames are matched with
+Independent of :mod:`vehicle_agent.vector.decoder` on purpose: frames are matched with
 plain dicts (first message wins, J1939 by parameter group number) and decoded
 with ``Message.decode`` one by one; the engine's output is flattened to the same
 shape, one record per decoded frame.
@@ -17,9 +17,9 @@ from cantools.database.can import Database, Message
 from cantools.database.errors import DecodeError
 from cantools.database.namedsignalvalue import NamedSignalValue
 
-from tools.decode.vector import MessageBatch
 from vehicle_agent.catalog import j1939_pgn
 from vehicle_agent.logs.columns import ERROR, EXTENDED, REMOTE, FrameColumns
+from vehicle_agent.vector import MessageBatch
 
 #: One decoded frame: {signal: (numeric value, label or None)}.
 Record = dict[str, tuple[object, str | None]]

@@ -23,9 +23,9 @@ from tests.tools.decode_reference import (
     reference,
 )
 from tools.decode import decode_log
-from tools.decode.vector import DbcSource, VectorDecoder
 from vehicle_agent.catalog import is_j1939_database, load_dbc
 from vehicle_agent.logs import read_columns
+from vehicle_agent.vector import DbcSource, VectorDecoder
 
 pytestmark = pytest.mark.slow
 

@@ -29,10 +29,10 @@ from tests.tools.decode_reference import (
     flatten,
     reference,
 )
-from tools.decode.vector import DbcSource, VectorDecoder
 from vehicle_agent.catalog import is_j1939_database
 from vehicle_agent.logs import columns as log_columns
 from vehicle_agent.logs.columns import FrameColumns
+from vehicle_agent.vector import DbcSource, VectorDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS_DIR = ROOT / "tests" / "data" / "cantools-dbc"
@@ -178,7 +178,7 @@ def assert_engine_equals_cantools(
 
 
 def test_flag_bits_agree_with_the_log_columns() -> None:
-    from tools.decode import vector
+    from vehicle_agent import vector
 
     assert (vector.EXTENDED, vector.REMOTE, vector.ERROR) == (
         log_columns.EXTENDED,

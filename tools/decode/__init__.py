@@ -1,6 +1,6 @@
 """``telehub decode``'s engine: CAN logs to columns of signal values, exactly as cantools decodes.
 
-- :class:`VectorDecoder` (:mod:`tools.decode.vector`) decodes a chunk of frame
+- :class:`VectorDecoder` (:mod:`vehicle_agent.vector`) decodes a chunk of frame
   columns message by message with numpy; every value equals, in value and type,
   what cantools' ``Message.decode`` gives for that frame (messages it cannot
   vectorise exactly are decoded by cantools frame by frame). Its
@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tools.decode.vector import (
+from vehicle_agent.logs import DEFAULT_CHUNK, ReaderChoice, read_columns
+from vehicle_agent.vector import (
     Column,
     DbcSource,
     DecodeCounts,
@@ -36,7 +37,6 @@ from tools.decode.vector import (
     VectorDecoder,
     message_names,
 )
-from vehicle_agent.logs import DEFAULT_CHUNK, ReaderChoice, read_columns
 
 __all__ = [
     "Column",

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tools.decode.vector import Column, MessageBatch, OutputMessage, OutputSignal
+from vehicle_agent.vector import Column, MessageBatch, OutputMessage, OutputSignal
 
 __all__ = [
     "FORMATS",

@@ -11,8 +11,15 @@ import numpy as np
 from cantools.database.can import Message
 from cantools.database.namedsignalvalue import NamedSignalValue
 
-from tools.decode.model import FRAME_ERRORS, BoolArray, Column, Frames, IntArray, OutputSignal
-from tools.decode.values import conversion_of
+from vehicle_agent.vector.model import (
+    FRAME_ERRORS,
+    BoolArray,
+    Column,
+    Frames,
+    IntArray,
+    OutputSignal,
+)
+from vehicle_agent.vector.values import conversion_of
 
 __all__ = ["decode_frames"]
 

@@ -34,12 +34,11 @@ by identifier and the frame's real extended flag, by parameter group number for
 the extended frames of a J1939 database, the first DBC source that knows a
 frame winning, optionally per channel.
 
-The engine's parts: :mod:`tools.decode.model` (the data in and out: frames,
-sources, batches, counts), :mod:`tools.decode.values` (dtypes, exact scaling,
-choice labels), :mod:`tools.decode.layout` (bit positions and extraction),
-:mod:`tools.decode.mux` (walking the multiplexing tree), :mod:`tools.decode.plan`
-(one message's compiled plan) and :mod:`tools.decode.fallback` (cantools frame by
-frame). This module routes frames to messages (:class:`VectorDecoder`) and
+The engine's parts, in :mod:`vehicle_agent.vector`: ``model`` (the data in and
+out: frames, sources, batches, counts), ``values`` (dtypes, exact scaling, choice
+labels), ``layout`` (bit positions and extraction), ``mux`` (walking the
+multiplexing tree), ``plan`` (one message's compiled plan) and ``fallback``
+(cantools frame by frame). This module routes frames to messages (:class:`VectorDecoder`) and
 re-exports the data types.
 
 Pure compute modules: numpy and cantools (plus the pure J1939 rule of
@@ -54,7 +53,8 @@ import numpy as np
 import numpy.typing as npt
 from cantools.database.can import Message
 
-from tools.decode.model import (
+from vehicle_agent.catalog import j1939_pgn
+from vehicle_agent.vector.model import (
     ERROR,
     EXTENDED,
     FRAME_ERRORS,
@@ -69,8 +69,7 @@ from tools.decode.model import (
     OutputMessage,
     OutputSignal,
 )
-from tools.decode.plan import MessagePlan
-from vehicle_agent.catalog import j1939_pgn
+from vehicle_agent.vector.plan import MessagePlan
 
 __all__ = [
     "ERROR",

@@ -1,7 +1,7 @@
 """A signal's values as cantools gives them: their dtype, exact scaling, choice labels.
 
 The rules that make vectorised values *equal* to cantools' (see
-:mod:`tools.decode.vector`): :func:`output_dtype` picks the numpy dtype that holds
+:mod:`vehicle_agent.vector.decoder`): :func:`output_dtype` picks the numpy dtype that holds
 every value a signal can take, :func:`make_scaler` computes
 ``raw * scale + offset`` as Python does (modulo 2**64 in that dtype when the
 result is an integer, float64 with Python's rounding otherwise, Python itself
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from cantools.database.can import Signal
 from cantools.database.conversion import IdentityConversion, NamedSignalConversion
 
-from tools.decode.model import AnyArray
+from vehicle_agent.vector.model import AnyArray
 
 __all__ = [
     "Scaler",

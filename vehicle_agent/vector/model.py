@@ -5,7 +5,7 @@ The frame columns a decoder reads (:class:`Frames`, with the flag bits of
 the messages and signals it outputs (:class:`OutputMessage`,
 :class:`OutputSignal`), the decoded values (:class:`MessageBatch` of
 :class:`Column`) and its counters (:class:`DecodeCounts`). Re-exported by
-:mod:`tools.decode.vector` and :mod:`tools.decode`.
+:mod:`vehicle_agent.vector`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from cantools.database.can import Signal
 
-from tools.decode.model import AnyArray, IntArray
-from tools.decode.values import Scaler
+from vehicle_agent.vector.model import AnyArray, IntArray
+from vehicle_agent.vector.values import Scaler
 
 __all__ = ["SignalPlan", "Unsupported", "Windows", "check_layout", "network_start"]
 

@@ -18,8 +18,15 @@ import numpy.typing as npt
 from cantools.database.can import Signal
 from cantools.database.namedsignalvalue import NamedSignalValue
 
-from tools.decode.layout import SignalPlan, Windows
-from tools.decode.model import FRAME_ERRORS, AnyArray, BoolArray, Column, IntArray, OutputSignal
+from vehicle_agent.vector.layout import SignalPlan, Windows
+from vehicle_agent.vector.model import (
+    FRAME_ERRORS,
+    AnyArray,
+    BoolArray,
+    Column,
+    IntArray,
+    OutputSignal,
+)
 
 __all__ = ["Node", "State", "mux_number", "walk"]
 

@@ -1,9 +1,9 @@
 """One selected message's decoding plan: compiled once, then applied to each chunk.
 
-:class:`MessagePlan` compiles the message's codec tree into :class:`~tools.decode.mux.Node`
-of :class:`~tools.decode.layout.SignalPlan` (or records why it cannot, and
-decodes with cantools frame by frame instead, :mod:`tools.decode.fallback`), and
-decodes a chunk's frames of the message into a :class:`~tools.decode.model.MessageBatch`.
+:class:`MessagePlan` compiles the message's codec tree into :class:`~vehicle_agent.vector.mux.Node`
+of :class:`~vehicle_agent.vector.layout.SignalPlan` (or records why it cannot, and
+decodes with cantools frame by frame instead, :mod:`vehicle_agent.vector.fallback`), and
+decodes a chunk's frames of the message into a :class:`~vehicle_agent.vector.model.MessageBatch`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from cantools.database.conversion import (
     LinearIntegerConversion,
 )
 
-from tools.decode.fallback import decode_frames
-from tools.decode.layout import SignalPlan, Unsupported, Windows, check_layout, network_start
-from tools.decode.model import (
+from vehicle_agent.vector.fallback import decode_frames
+from vehicle_agent.vector.layout import (
+    SignalPlan,
+    Unsupported,
+    Windows,
+    check_layout,
+    network_start,
+)
+from vehicle_agent.vector.model import (
     BoolArray,
     Column,
     DecodeCounts,
@@ -33,8 +39,8 @@ from tools.decode.model import (
     OutputMessage,
     OutputSignal,
 )
-from tools.decode.mux import Node, State, mux_number, walk
-from tools.decode.values import (
+from vehicle_agent.vector.mux import Node, State, mux_number, walk
+from vehicle_agent.vector.values import (
     choice_labels,
     conversion_of,
     float_exact,
