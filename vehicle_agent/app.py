@@ -21,7 +21,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,8 @@ from vehicle_agent.consent import Purpose
 from vehicle_agent.control import AgentControl
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.diagnostics import DiagnosticsTap
+from vehicle_agent.logs import FrameColumns
+from vehicle_agent.logs.columns import select
 from vehicle_agent.outbox import Outbox
 from vehicle_agent.pending import OverflowPolicy, PendingQueue
 from vehicle_agent.pipeline import Pipeline
@@ -403,6 +405,10 @@ class Agent:
 
     def _read_log(self, loop: asyncio.AbstractEventLoop, source: LogSource) -> None:
         base, skip = self._log_start(source)
+        chunks = source.chunks()
+        if chunks is not None:
+            self._read_chunks(loop, chunks, base, skip)
+            return
         process = self.pipeline.process
         # A replay at recorded pace checks the batch age often enough to close
         # batches by age, as on a live bus; a fast replay closes them by size.
@@ -420,6 +426,36 @@ class Agent:
                 self._after_frames(loop)
                 if self._progress is not None and self._frames_read % PROGRESS_EVERY == 0:
                     self._progress(self._frames_read)
+
+    def _read_chunks(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        chunks: Iterator[FrameColumns],
+        base: int,
+        skip: int,
+    ) -> None:
+        """A fast replay, a chunk of frames at a time (the pipeline decides how)."""
+        process = self.pipeline.process_chunk
+        ordinal = 0  # of the chunk's first frame in the log
+        for chunk in chunks:
+            if self._stop.is_set():
+                return
+            size = len(chunk)
+            first = ordinal
+            ordinal += size
+            if first + size <= skip:
+                self._frames_resumed += size
+                continue
+            if first < skip:
+                self._frames_resumed += skip - first
+                chunk = select(chunk, slice(skip - first, None))
+                first = skip
+            self._frames_read += len(chunk)
+            for batch in process(chunk, base + first):
+                self._put(loop, batch)
+            self._after_frames(loop)
+            if self._progress is not None:
+                self._progress(self._frames_read)
 
     def _read_live(self, loop: asyncio.AbstractEventLoop, source: LiveSource) -> None:
         process = self.pipeline.process

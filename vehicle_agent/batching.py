@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import time
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,72 @@ class Batcher:
             self._position = position
         return []
 
+    def add_columns(
+        self,
+        first_position: int,
+        frames: int,
+        frame_row: npt.NDArray[np.intp],
+        signal_index: npt.NDArray[np.uint32],
+        timestamp_us: npt.NDArray[np.int64],
+        value: npt.NDArray[np.float64],
+    ) -> list[Batch]:
+        """Add the samples of *frames* consecutive frames at once, in columns.
+
+        Sample ``i`` belongs to frame ``frame_row[i]`` (0-based, non-decreasing),
+        whose position is ``first_position + frame_row[i]``; frames may have no
+        samples. The batches closed, their positions and what stays open are
+        exactly those of :meth:`add` called frame by frame: a Python step per
+        batch, not per frame.
+        """
+        closed: list[Batch] = []
+        if frames <= 0:
+            return closed
+        ends = np.cumsum(np.bincount(frame_row, minlength=frames)).tolist()
+        max_samples = self._max_samples
+        frame = 0  # the next frame to add
+        start = 0  # its first sample
+        while frame < frames:
+            current = self._current
+            room = max_samples - (0 if current is None else len(current))
+            # Frames that fit with room to spare go in as one slice (add's common case).
+            fit = bisect_left(ends, start + room, frame)
+            if fit > frame:
+                stop = ends[fit - 1]
+                if stop > start:
+                    if current is None:
+                        current = self._current = self._open()
+                    _extend(current, signal_index, timestamp_us, value, start, stop)
+                    start = stop
+                self._position = max(self._position, first_position + fit - 1)
+                frame = fit
+                continue
+            # The next frame fills the open batch exactly, overflows it or is
+            # larger than a batch.
+            count = ends[frame] - start
+            position = first_position + frame
+            if current is not None and count > room:
+                closed.append(self._close(current))
+                self._current = None
+                continue
+            if current is None:
+                current = self._open()
+            while count:
+                take = min(count, max_samples - len(current))
+                _extend(current, signal_index, timestamp_us, value, start, start + take)
+                start += take
+                count -= take
+                if len(current) >= max_samples:
+                    closed.append(self._close(current))
+                    current = self._open()
+            self._position = max(self._position, position)
+            if len(current) == 0:
+                closed[-1].position = self._position
+                self._current = None
+            else:
+                self._current = current
+            frame += 1
+        return closed
+
     def add_frame(
         self, timestamp: float, samples: Iterable[tuple[int, float]], position: int = -1
     ) -> list[Batch]:
@@ -228,3 +298,17 @@ class Batcher:
         if priorities is not None and len(batch):
             batch.priority = max(map(priorities.__getitem__, set(batch.signal_index)))
         return batch
+
+
+def _extend(
+    batch: Batch,
+    signal_index: npt.NDArray[np.uint32],
+    timestamp_us: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    start: int,
+    stop: int,
+) -> None:
+    """Append samples ``start:stop`` of the columns to *batch* (memory copies)."""
+    batch.signal_index.frombytes(signal_index[start:stop].astype(np.uint32, copy=False).tobytes())
+    batch.timestamp_us.frombytes(timestamp_us[start:stop].astype(np.int64, copy=False).tobytes())
+    batch.value.frombytes(value[start:stop].astype(np.float64, copy=False).tobytes())

@@ -101,18 +101,21 @@ class DecodeStats:
 # vehicle_agent.fastdecode) or cantools' Message.decode with the Decoder's arguments.
 _DecodeFn = Callable[[bytes], object]
 
-# How a matched message decodes, and whether that is a compiled decoder (which
-# gives a number for every signal, in the message's order); by signal name, the
-# catalog index of each of its signals; and whether a frame repeating the
-# previous payload may be skipped.
-_Decoding = tuple[_DecodeFn, bool]
-_Target = tuple[_DecodeFn, bool, dict[str, int], bool]
+# How a matched message decodes, whether that is a compiled decoder (which
+# gives a number for every signal, in the message's order) and whether a shorter
+# payload decodes (multi-frame messages); by signal name, the catalog index of
+# each of its signals; whether a frame repeating the previous payload may be
+# skipped; and whether its frames must be decoded one at a time (truncation or
+# repeats), never in a vectorised chunk.
+_Decoding = tuple[_DecodeFn, bool, bool]
+_Target = tuple[_DecodeFn, bool, dict[str, int], bool, bool]
 
 # Stands for a message the active selection does not need (known, not decoded).
 _NOT_SELECTED: _Target = (
     Message(frame_id=0, name="", length=0, signals=[]).decode,
     False,
     {},
+    False,
     False,
 )
 
@@ -144,6 +147,7 @@ class Decoder:
         "catalog",
         "fast",
         "selected",
+        "skip_unchanged",
         "stats",
     )
 
@@ -166,6 +170,8 @@ class Decoder:
         self.stats = DecodeStats()
         #: Catalog indices decoded (None: every signal).
         self.selected: frozenset[int] | None = None
+        #: Catalog indices whose repeated payloads are not decoded again.
+        self.skip_unchanged: frozenset[int] = frozenset()
         self._last_payload: dict[tuple[str | None, int, bool], bytes] = {}
         self._routes: tuple[_Route, ...] = tuple(
             _route(entry, self.catalog, self._decoders, None, frozenset()) for entry in bound
@@ -182,6 +188,7 @@ class Decoder:
         that are not selected count as ``not_selected``, repeats as ``unchanged``.
         """
         self.selected = indices
+        self.skip_unchanged = skip_unchanged
         self._last_payload.clear()
         self._routes = tuple(
             _route(entry, self.catalog, self._decoders, indices, skip_unchanged)
@@ -198,14 +205,14 @@ class Decoder:
         if frame.is_remote:
             stats.remote_frames += 1
             return []
-        target = self._find(frame)
+        target = self._find(frame.channel, frame.arbitration_id, frame.is_extended)
         if target is None:
             stats.unknown_id += 1
             return []
         if target is _NOT_SELECTED:
             stats.not_selected += 1
             return []
-        decode, compiled, indices, skip_repeats = target
+        decode, compiled, indices, skip_repeats, _ = target
         if skip_repeats:
             # Per sender: one J1939 entry matches the same PGN from every source.
             key = (frame.channel, frame.arbitration_id, frame.is_extended)
@@ -239,12 +246,22 @@ class Decoder:
         stats.samples += len(samples)
         return samples
 
-    def _find(self, frame: Frame) -> _Target | None:
-        arbitration_id = frame.arbitration_id
+    def frame_by_frame(self, channel: str | None, arbitration_id: int, is_extended: bool) -> bool:
+        """Whether frames with this id on *channel* must be decoded one at a time.
+
+        True for messages that decode shorter payloads (multi-frame messages) and
+        for those whose repeated payloads are skipped: both depend on more than
+        the frame itself, so :mod:`vehicle_agent.chunks` leaves them to
+        :meth:`decode`.
+        """
+        target = self._find(channel, arbitration_id, is_extended)
+        return target is not None and target[4]
+
+    def _find(self, channel: str | None, arbitration_id: int, is_extended: bool) -> _Target | None:
         for route in self._routes:
-            if route.channel is not None and route.channel != frame.channel:
+            if route.channel is not None and route.channel != channel:
                 continue
-            if frame.is_extended:
+            if is_extended:
                 if route.by_pgn is not None:
                     target = route.by_pgn.get(j1939_pgn(arbitration_id))
                 else:
@@ -272,7 +289,7 @@ def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _Decoding]:
             truncated_ok = message.length > 8
             compiled = compile_message(message) if fast and not truncated_ok else None
             decoders[id(message)] = (
-                (compiled, True)
+                (compiled, True, truncated_ok)
                 if compiled is not None
                 else (
                     partial(
@@ -282,6 +299,7 @@ def _decoders(bound: Sequence[BoundDbc], fast: bool) -> dict[int, _Decoding]:
                         allow_truncated=truncated_ok,
                     ),
                     False,
+                    truncated_ok,
                 )
             )
     return decoders
@@ -303,16 +321,18 @@ def _route(
             for signal in message.signals
         }
         target: _Target
-        decode, compiled = decoders[id(message)]
+        decode, compiled, truncated_ok = decoders[id(message)]
         if selected is None:
-            target = (decode, compiled, indices, False)
+            target = (decode, compiled, indices, False, truncated_ok)
         elif selected.isdisjoint(indices.values()):
             # Still matched, so the frame counts as known but not needed. An empty
             # message (no signals) stays decodable: it says the id is alive.
-            target = (decode, compiled, indices, False) if not indices else _NOT_SELECTED
+            target = (
+                (decode, compiled, indices, False, truncated_ok) if not indices else _NOT_SELECTED
+            )
         else:
-            needed = selected.intersection(indices.values())
-            target = (decode, compiled, indices, needed <= skip_unchanged)
+            skip = selected.intersection(indices.values()) <= skip_unchanged
+            target = (decode, compiled, indices, skip, truncated_ok or skip)
         # The first message wins when two share an id (or a PGN), matching the
         # catalog's keep-the-first rule.
         if message.is_extended_frame and by_pgn is not None:

@@ -144,6 +144,29 @@ class DiagnosticsTap:
             self._dm1(message)
         return message
 
+    def intercepts(self, channel: str | None, arbitration_id: int, is_extended: bool) -> bool:
+        """Whether :meth:`feed` does more with such a frame than hand it back.
+
+        False for plain frames: those may be decoded without passing through the
+        tap, as long as :meth:`expire` runs at :attr:`next_expiry` (see
+        :mod:`vehicle_agent.chunks`).
+        """
+        key = arbitration_id | _EXTENDED if is_extended else arbitration_id
+        if key in self._plain:
+            return False
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = self._classify(key, arbitration_id, is_extended)
+        if kind == _ISOTP:
+            return True
+        channels = self._j1939_channels
+        return bool(kind) and (channels is None or channel in channels)
+
+    @property
+    def next_expiry(self) -> float:
+        """The CAN time (seconds) at which :meth:`expire` has something to do."""
+        return self._next_expiry
+
     def drain_changes(self) -> list[FaultChange]:
         """Return and forget the fault changes collected so far, oldest first."""
         changes = list(self._changes)

@@ -19,7 +19,11 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from vehicle_agent.batching import Batch, Batcher, TriggerMark, to_microseconds
+from vehicle_agent.chunks import ChunkDecoder, ChunkSamples, FrameChunk, microseconds
 from vehicle_agent.consent import Consent
 from vehicle_agent.decoding import Decoder
 from vehicle_agent.diagnostics import DiagnosticsTap
@@ -73,6 +77,7 @@ class Pipeline:
         self._marks: list[TriggerMark] = []
         self._requests: list[_Request] = []
         self._lock = threading.Lock()
+        self._chunks: ChunkDecoder | None = None  # built on the first chunk
         self._select(plan)
 
     # ------------------------------------------------------------ any thread
@@ -115,6 +120,91 @@ class Pipeline:
         """The batches this frame closed (usually none)."""
         if self._requests:
             self.apply_pending()
+        return self._one(frame, position)
+
+    def process_chunk(self, chunk: FrameChunk, first_position: int) -> list[Batch]:
+        """The batches closed by consecutive frames at positions ``first_position`` on.
+
+        The same batches, samples and counters as :meth:`process` frame by frame.
+        While the running plan sends every sample as decoded, runs of frames are
+        decoded at once (:mod:`vehicle_agent.chunks`); the frames that need more
+        go through :meth:`process`'s path in their place. A plan or consent
+        requested meanwhile applies from the next chunk.
+        """
+        if self._requests:
+            self.apply_pending()
+        size = len(chunk)
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = ChunkDecoder(self.decoder, self.diagnostics)
+        if not size:
+            return []
+        if not (chunks.available and self.collector.passthrough):
+            return self._each(chunk.frames(), first_position)
+        singles = chunks.frame_by_frame_rows(chunk)
+        plain = None
+        if singles.shape[0]:
+            keep = np.ones(size, dtype=np.bool_)
+            keep[singles] = False
+            plain = np.flatnonzero(keep)
+        # Every plain frame at once: their samples do not depend on the frames
+        # between them, which the per-frame path takes in order below.
+        samples = chunks.decode(chunk, plain)
+        stamps = microseconds(chunk.timestamp)
+        frames = chunk.frames() if singles.shape[0] else []
+        closed: list[Batch] = []
+        start = 0
+        for single in [*singles.tolist(), size]:
+            if single > start:
+                closed += self._run(chunk, samples, stamps, start, single, first_position)
+            if single < size:
+                closed += self._one(frames[single], first_position + single)
+            start = single + 1
+        return closed
+
+    def _each(self, frames: list[Frame], first: int) -> list[Batch]:
+        closed: list[Batch] = []
+        for row, frame in enumerate(frames):
+            closed += self._one(frame, first + row)
+        return closed
+
+    def _run(
+        self,
+        chunk: FrameChunk,
+        samples: ChunkSamples,
+        stamps: npt.NDArray[np.int64],
+        start: int,
+        stop: int,
+        first: int,
+    ) -> list[Batch]:
+        """Batch the decoded samples of rows ``start:stop``, plain frames all."""
+        tap = self.diagnostics
+        if tap is not None:
+            # The tap's timeouts run on CAN time, at the first frame that reaches them.
+            times = chunk.timestamp
+            row = start
+            while row < stop:
+                late = np.flatnonzero(times[row:stop] >= tap.next_expiry)
+                if not late.shape[0]:
+                    break
+                row += int(late[0])
+                tap.expire(float(times[row]))
+                row += 1
+        frame_row = samples.frame_row
+        low, high = np.searchsorted(frame_row, (start, stop)).tolist()
+        rows = frame_row[low:high]
+        self.frames += stop - start
+        self.collector.passed(high - low)
+        return self.batcher.add_columns(
+            first + start,
+            stop - start,
+            rows - start,
+            samples.signal_index[low:high],
+            stamps[rows],
+            samples.value[low:high],
+        )
+
+    def _one(self, frame: Frame, position: int) -> list[Batch]:
         self.frames += 1
         tap = self.diagnostics
         if tap is not None:
@@ -167,6 +257,8 @@ class Pipeline:
 
     def _select(self, plan: CompiledPlan) -> None:
         self.decoder.select(plan.needed, skip_unchanged=change_only_signals(plan))
+        if self._chunks is not None:
+            self._chunks.refresh()
         size = len(self.decoder.catalog)
         self.batcher.priorities = [plan.priority_of.get(i, 0) for i in range(size)]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from vehicle_agent.errors import SourceError
 from vehicle_agent.frames import Frame
-from vehicle_agent.logs import ReaderChoice, open_fast
+from vehicle_agent.logs import FrameColumns, ReaderChoice, open_fast
 from vehicle_agent.logs.generic import open_reader, read_messages
 
 __all__ = ["BusSource", "BusStats", "FrameSource", "LiveSource", "LogSource", "to_frame"]
@@ -188,23 +188,42 @@ class LogSource(_Closing):
         frames = self._frames()
         return _paced(frames, self.speed) if self.realtime else frames
 
-    def _frames(self) -> Iterator[Frame]:
+    def chunks(self) -> Iterator[FrameColumns] | None:
+        """The log in chunks of columns, channels named as frames name them.
+
+        ``None`` when the format has no fast reader or the replay is paced: then
+        iterate the source for frames. Either way the log is read once.
+        """
+        if self._closed:
+            raise SourceError(f"log file {str(self.path)!r} is closed")
+        if self.realtime:
+            return None
+        chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
+        return None if chunks is None else self._named(chunks)
+
+    def _named(self, chunks: Iterator[FrameColumns]) -> Iterator[FrameColumns]:
+        self._chunks = chunks
         names = self.channel_names
+        counts = self._by_channel
+        for chunk in chunks:
+            if self._closed:
+                return
+            labels = [None if c is None else names.get(str(c), str(c)) for c in chunk.channels]
+            per_code = np.bincount(chunk.channel, minlength=len(labels)).tolist()
+            for label, count in zip(labels, per_code, strict=True):
+                if count:
+                    key = _NO_CHANNEL if label is None else label
+                    counts[key] = counts.get(key, 0) + count
+            chunk.channels = labels
+            yield chunk
+
+    def _frames(self) -> Iterator[Frame]:
         chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
         if chunks is not None:
-            self._chunks = chunks
-            counts = self._by_channel
-            for chunk in chunks:
-                if self._closed:
-                    return
-                frames = chunk.frames(names)
-                per_code = np.bincount(chunk.channel, minlength=len(chunk.channels)).tolist()
-                for channel, count in zip(chunk.channels, per_code, strict=True):
-                    if count:
-                        label = _label(channel, names)
-                        counts[label] = counts.get(label, 0) + count
-                yield from frames
+            for chunk in self._named(chunks):
+                yield from chunk.frames()
             return
+        names = self.channel_names
         # No fast reader: python-can's messages, translated one by one (cheaper
         # than going through columns).
         messages = read_messages(self.path)
@@ -235,13 +254,6 @@ class LogSource(_Closing):
 
 #: The channel name counted for frames whose log does not name their channel.
 _NO_CHANNEL = "log"
-
-
-def _label(channel: object, names: Mapping[str, str]) -> str:
-    if channel is None:
-        return _NO_CHANNEL
-    text = str(channel)
-    return names.get(text, text)
 
 
 def _paced(frames: Iterable[Frame], speed: float) -> Iterator[Frame]:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from vehicle_agent.batching import Batch, Batcher, to_microseconds
@@ -132,3 +135,55 @@ def test_add_pairs_equals_add_with_the_time_in_every_sample() -> None:
 
     assert [columns(b) for b in closed[0]] == [columns(b) for b in closed[1]]
     assert len(closed[0]) > 10
+
+
+def _column_frames(rng: random.Random, frames: int) -> list[list[tuple[int, int, float]]]:
+    """Frames of 0 to 14 samples (some larger than a small batch)."""
+    out: list[list[tuple[int, int, float]]] = []
+    for f in range(frames):
+        count = rng.choice((0, 0, 1, 2, 3, 5, 8, 14))
+        out.append([(rng.randrange(20), 1_000 * f, rng.random()) for _ in range(count)])
+    return out
+
+
+def _state(batches: list[Batch], batcher: Batcher) -> list[tuple[object, ...]]:
+    open_batch = batcher.flush()
+    every = [*batches, *([open_batch] if open_batch is not None else [])]
+    return [
+        (list(b.signal_index), list(b.timestamp_us), list(b.value), b.position, b.priority)
+        for b in every
+    ]
+
+
+@pytest.mark.parametrize("max_samples", [1, 4, 7, 50])
+@pytest.mark.parametrize("seed", range(6))
+def test_add_columns_equals_add_frame_by_frame(max_samples: int, seed: int) -> None:
+    rng = random.Random(seed)
+    frames = _column_frames(rng, 300)
+    priorities = [rng.randrange(3) for _ in range(20)]
+    one = Batcher(7, max_samples=max_samples, clock=lambda: 0.0, priorities=priorities)
+    by_frame: list[Batch] = []
+    for position, samples in enumerate(frames, start=100):
+        by_frame.extend(one.add(samples, position))
+    two = Batcher(7, max_samples=max_samples, clock=lambda: 0.0, priorities=priorities)
+    by_columns: list[Batch] = []
+    # In uneven pieces, as chunks and the segments between per-frame rows come.
+    start = 0
+    while start < len(frames):
+        size = rng.randrange(1, 60)
+        piece = frames[start : start + size]
+        rows = [r for r, samples in enumerate(piece) for _ in samples]
+        flat = [s for samples in piece for s in samples]
+        by_columns.extend(
+            two.add_columns(
+                100 + start,
+                len(piece),
+                np.array(rows, dtype=np.intp),
+                np.array([s[0] for s in flat], dtype=np.uint32),
+                np.array([s[1] for s in flat], dtype=np.int64),
+                np.array([s[2] for s in flat], dtype=np.float64),
+            )
+        )
+        start += size
+    assert _state(by_columns, two) == _state(by_frame, one)
+    assert len(by_frame) > 1
