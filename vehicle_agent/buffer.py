@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from vehicle_agent.batching import Batch, EvictedCount
+from vehicle_agent.batching import Batch, EvictedCount, TriggerMark
 from vehicle_agent.pending import OverflowPolicy, PendingReport, QueueStats
 
 __all__ = ["BatchBuffer", "QueueChange", "QueueCore", "QueueEntry", "QueueSnapshot"]
@@ -59,6 +59,7 @@ class QueueChange:
     provisional: bool | None = None
     resume_position: int | None = None
     pending_evictions: list[EvictedCount] | None = None
+    pending_triggers: list[TriggerMark] | None = None
     next_report_id: int | None = None
     put_report: PendingReport | None = None
     ack_report: int | None = None
@@ -73,6 +74,7 @@ class QueueSnapshot:
     provisional: bool = True
     resume_position: int = -1
     pending_evictions: list[EvictedCount] = field(default_factory=list)
+    pending_triggers: list[TriggerMark] = field(default_factory=list)
     next_report_id: int = 1
     reports: dict[int, bytes] = field(default_factory=dict)
     state: dict[str, bytes] = field(default_factory=dict)
@@ -156,6 +158,8 @@ class QueueCore(ABC):
         self._provisional = snapshot.provisional
         self._resume = snapshot.resume_position
         self._pending = snapshot.pending_evictions
+        # Trigger marks of evicted batches, for the next batch to carry.
+        self._pending_marks = list(snapshot.pending_triggers)
         self._next_report = snapshot.next_report_id
         self._reports = dict(snapshot.reports)
         self._state = dict(snapshot.state)
@@ -270,7 +274,7 @@ class QueueCore(ABC):
 
     async def seal_evictions(self, catalog_id: int) -> Batch | None:
         async with self._changed:
-            if not self._pending:
+            if not (self._pending or self._pending_marks):
                 return None
             batch = Batch(catalog_id)
             return batch if await self._put_locked(batch, seal=True) else None
@@ -283,20 +287,30 @@ class QueueCore(ABC):
             drop = False
         else:
             victims, drop = self._plan_eviction(batch, weight)
-        if seal and not self._pending:
+        if seal and not (self._pending or self._pending_marks):
             return 0  # another put carried the counts away while this one waited
         tally = _Tally(self._pending)
+        marks = list(self._pending_marks)
         victim_samples = 0
         for victim in await self._load(victims):
             tally.count(victim)
             tally.merge(victim.evicted)  # counts it carried are not lost with it
+            marks.extend(victim.triggers)  # nor the trigger marks
             victim_samples += len(victim)
         resume = max(self._resume, batch.position)
         if drop:
             tally.count(batch)
             tally.merge(batch.evicted)
-            await self._write(QueueChange(resume_position=resume, pending_evictions=tally.counts()))
+            marks.extend(batch.triggers)
+            await self._write(
+                QueueChange(
+                    resume_position=resume,
+                    pending_evictions=tally.counts(),
+                    pending_triggers=marks,
+                )
+            )
             self._pending = tally.counts()
+            self._pending_marks = marks
             self._resume = resume
             self._count_put(batch)
             self.stats.evicted_batches += 1
@@ -305,6 +319,7 @@ class QueueCore(ABC):
             return 0
         tally.merge(batch.evicted)
         carried, batch.evicted = batch.evicted, tally.counts()
+        own_marks, batch.triggers = batch.triggers, [*marks, *batch.triggers]
         batch.sequence = sequence = self._next_sequence
         try:
             await self._write(
@@ -314,10 +329,11 @@ class QueueCore(ABC):
                     next_sequence=sequence + 1,
                     resume_position=resume,
                     pending_evictions=[],
+                    pending_triggers=[],
                 )
             )
         except BaseException:
-            batch.sequence, batch.evicted = 0, carried
+            batch.sequence, batch.evicted, batch.triggers = 0, carried, own_marks
             raise
         for victim_seq in victims:
             self._drop_entry(victim_seq)
@@ -327,6 +343,7 @@ class QueueCore(ABC):
         self._next_sequence = sequence + 1
         self._resume = resume
         self._pending = []
+        self._pending_marks = []
         self._count_put(batch)
         self.stats.evicted_batches += len(victims)
         self.stats.evicted_samples += victim_samples

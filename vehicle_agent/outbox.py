@@ -129,7 +129,7 @@ def _unsigned(value: int) -> int:
 
 
 def _row(batch: Batch, size: int) -> tuple[object, ...]:
-    triggers = json.dumps([[t.name, t.time_us, t.plan_version] for t in batch.triggers])
+    triggers = _encode_marks(batch.triggers)
     return (
         _signed(batch.catalog_id),
         batch.priority,
@@ -161,7 +161,7 @@ def _batch(row: _Row) -> Batch:
         priority=priority,
         position=position,
         evicted=_decode_counts(evicted),
-        triggers=[TriggerMark(n, t, v) for n, t, v in json.loads(triggers)],
+        triggers=_decode_marks(triggers),
     )
 
 
@@ -386,6 +386,8 @@ class Outbox(QueueCore):
             meta.append(("resume_position", change.resume_position))
         if change.pending_evictions is not None:
             meta.append(("pending_evictions", _encode_counts(change.pending_evictions)))
+        if change.pending_triggers is not None:
+            meta.append(("pending_triggers", _encode_marks(change.pending_triggers)))
         if change.next_report_id is not None:
             meta.append(("next_report_id", change.next_report_id))
         if meta:
@@ -419,6 +421,7 @@ def _read_snapshot(conn: sqlite3.Connection) -> QueueSnapshot:
         provisional=bool(meta.get("provisional", 1)),
         resume_position=int(meta.get("resume_position", -1)),
         pending_evictions=_decode_counts(meta.get("pending_evictions", "[]")),
+        pending_triggers=_decode_marks(meta.get("pending_triggers", "[]")),
         next_report_id=int(meta.get("next_report_id", 1)),
         reports=dict(conn.execute("SELECT report_id, payload FROM report")),
         state=dict(conn.execute("SELECT key, value FROM state")),
@@ -436,6 +439,7 @@ def _only_removes(change: QueueChange) -> bool:
         and change.provisional is None
         and change.resume_position is None
         and change.pending_evictions is None
+        and change.pending_triggers is None
         and change.next_report_id is None
         and change.put_report is None
     )
@@ -497,3 +501,11 @@ def inspect(path: Path) -> OutboxSummary:
         pending_evicted_samples=sum(c.samples for c in snapshot.pending_evictions),
         state={key: bytes(value) for key, value in snapshot.state.items()},
     )
+
+
+def _encode_marks(marks: list[TriggerMark]) -> str:
+    return json.dumps([[t.name, t.time_us, t.plan_version] for t in marks])
+
+
+def _decode_marks(text: str) -> list[TriggerMark]:
+    return [TriggerMark(n, t, v) for n, t, v in json.loads(text)]

@@ -23,7 +23,9 @@ Eviction counts: samples evicted since the last accepted batch are carried by
 the next batch :meth:`put` accepts (``Batch.evicted``), so they reach the cloud
 exactly once with that batch's sequence; :meth:`seal_evictions` makes an empty
 batch to carry them when no data follows. A batch that is itself evicted gives
-its carried counts back to the next one.
+its carried counts back to the next one. The trigger marks of evicted batches
+travel the same way (``Batch.triggers`` of the next batch), so the cloud learns
+that a capture fired even when its samples were lost.
 
 Batches handed out by :meth:`next_after` and not yet acknowledged are *in
 flight*: they are never evicted (the cloud may have stored them), so the queue
@@ -107,7 +109,7 @@ class PendingQueue(Protocol):
         ...
 
     async def seal_evictions(self, catalog_id: int) -> Batch | None:
-        """Put an empty batch carrying pending eviction counts, if there are any."""
+        """Put an empty batch carrying pending eviction counts and marks, if there are any."""
         ...
 
     async def next_after(self, sequence: int) -> Batch:

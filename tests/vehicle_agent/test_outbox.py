@@ -266,3 +266,23 @@ async def test_unsigned_64_bit_catalog_ids_round_trip(tmp_path: Path) -> None:
         await reopened.on_welcome(0)
         got = [(await reopened.next_after(seq)).catalog_id for seq in range(4)]
     assert got == [2**64 - 1, 2**63, 2**63 - 1, 0]
+
+
+async def test_pending_trigger_marks_survive_reopening(tmp_path: Path) -> None:
+    per_batch = 10 * 20 + ROW_OVERHEAD
+    path = tmp_path / "o.db"
+    mark = TriggerMark("hard_brake", 10_004, 2)
+    with Outbox(path, max_bytes=per_batch) as ob:
+        await ob.put(make(10, priority=5))
+        dropped = make(10, priority=1)
+        dropped.triggers.append(mark)
+        assert await ob.put(dropped) == 0  # evicted on arrival, its mark kept
+    with Outbox(path, max_bytes=per_batch) as ob:
+        await ob.on_welcome(0)
+        sealed = await ob.seal_evictions(2)
+        assert sealed is not None
+        assert sealed.triggers == [mark]
+    with Outbox(path, max_bytes=3 * per_batch, cache_batches=0) as ob:
+        assert await ob.seal_evictions(2) is None
+        await ob.on_welcome(0)
+        assert (await ob.next_after(1)).triggers == [mark]

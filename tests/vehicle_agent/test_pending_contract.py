@@ -296,3 +296,24 @@ def test_close_is_idempotent_and_queues_are_context_managers(new_queue: Factory)
     with new_queue() as q:
         pass
     q.close()
+
+
+async def test_trigger_marks_of_evicted_batches_reach_the_next_batch_once(
+    new_queue: Factory,
+) -> None:
+    q = new_queue(capacity=2)
+    victim = make(priority=0)
+    victim.triggers.append(TriggerMark("hard_brake", 1_005, 3))
+    await q.put(victim)
+    await q.put(make(priority=1))
+    dropped = make(priority=0)  # below everything pending: evicted on arrival
+    dropped.triggers.append(TriggerMark("overheat", 1_007, 3))
+    carrier = make(priority=1)
+    carrier.triggers.append(TriggerMark("own", 1_009, 3))
+    await q.put(carrier)  # evicts the victim
+    assert [t.name for t in carrier.triggers] == ["hard_brake", "own"]
+    assert await q.put(dropped) == 0
+    sealed = await q.seal_evictions(7)
+    assert sealed is not None
+    assert sealed.triggers == [TriggerMark("overheat", 1_007, 3)]
+    assert await q.seal_evictions(7) is None
