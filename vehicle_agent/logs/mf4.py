@@ -34,15 +34,26 @@ groups are merged raises :class:`LogFormatError`: ``heapq`` orders NaN
 inconsistently.
 
 Memory: the reader holds about a chunk per channel group, and asammdf reads
-its data blocks (at most 32 MB each once it has sorted the file). The one
-whole-group read asammdf would make (to find the longest variable-length
-sample, for CANedge's data bytes) is done here a block at a time instead.
+its data blocks (at most 32 MB each once it has sorted the file). What asammdf
+would otherwise hold in proportion to the file is avoided: it is given the
+open file, not its path (with a path it maps the file into memory, and every
+page it reads stays in the process's resident set); it is not asked for its
+bus logging summary (every record's ID and bus channel, read on opening); the
+longest variable-length sample (for CANedge's data bytes), which it finds by
+reading the whole group, is found here a block at a time; and an
+uncompressed signal data block is handed to it in pieces (it reads the block
+holding a block of records' first sample whole, and copies everything after
+that sample: one large SD block made every call read all of it).
 """
 
 from __future__ import annotations
 
+import io
 import math
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -54,14 +65,16 @@ from asammdf.blocks.cutils import get_vlsd_max_sample_size
 from asammdf.blocks.mdf_v4 import MDF4
 from asammdf.blocks.mdf_v4 import Group as GroupV4
 from asammdf.blocks.source_utils import Source
+from asammdf.blocks.utils import SignalDataBlockInfo
 from asammdf.blocks.v4_constants import (
     CHANNEL_TYPE_VLSD,
+    DT_BLOCK,
     FLAG_CG_BUS_EVENT,
     FLAG_CN_ALL_INVALID,
     FLAG_CN_INVALIDATION_PRESENT,
 )
 
-from vehicle_agent.errors import LogFormatError
+from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs import Unsupported
 from vehicle_agent.logs.columns import (
     BRS,
@@ -87,6 +100,9 @@ _PYTHON_CAN_BLOCK = 1000
 #: per-call cost of asammdf dominates below that.
 _MIN_BLOCKS_PER_CALL = 8
 
+#: Bytes of an uncompressed signal data block asammdf is handed at a time.
+SIGNAL_DATA_PIECE = 4 << 20
+
 # READ_ERRORS includes isal's, with which asammdf inflates data blocks.
 _READ_ERRORS: tuple[type[Exception], ...] = READ_ERRORS
 
@@ -109,14 +125,15 @@ class _Group:
 
 def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
     """The frames of the MF4 file at *path*, as python-can reads them, in chunks."""
-    mdf = _open(path)
-    try:
+    with ExitStack() as resources:
+        mdf = _open(path, resources)
         groups = _frame_groups(mdf)
         start = mdf.header.start_time.timestamp()
         per_call = _PYTHON_CAN_BLOCK * max(
             _MIN_BLOCKS_PER_CALL, math.ceil(chunk_frames / _PYTHON_CAN_BLOCK)
         )
         for group in groups:
+            _split_signal_data(cast("MDF4", mdf._mdf), group)
             _tell_vlsd_lengths(cast("MDF4", mdf._mdf), path, group, per_call)
         streams = [_group_rows(mdf, path, group, start, per_call) for group in groups]
         # Every group's first block is read (and checked) before the first
@@ -133,26 +150,42 @@ def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
                 _check_mergeable(path, group, first.timestamp, 0)
         ordered = _merge(path, groups, firsts, streams)
         yield from _rechunk(ordered, chunk_frames)
-    finally:
-        mdf.close()
 
 
-def _open(path: Path) -> MDF:
+def _open(path: Path, resources: ExitStack) -> MDF:
+    """The MDF object of *path*, closed (with its file) when *resources* close."""
     try:
-        with path.open("rb") as file:
-            magic = file.read(8)
+        file = resources.enter_context(path.open("rb"))
+        identification = file.read(64)
     except OSError as exc:
         raise LogFormatError(path, "header", f"{type(exc).__name__}: {exc}") from exc
     # asammdf reports a foreign file but then fails in its own destructor.
-    if magic not in _MDF_MAGICS:
+    if identification[:8] not in _MDF_MAGICS:
         raise LogFormatError(path, "header", "not an MDF file")
+    # Given a path, asammdf maps the whole file into memory, and every page it
+    # reads stays resident: the process would grow to the file's size. Given
+    # an open file, it reads what it needs. It finishes an unfinished file
+    # (CANedge's) by writing into it: that one gets a copy, as asammdf makes
+    # one for a path, but an anonymous one, gone when closed.
+    stream: io.BufferedIOBase = file
     try:
-        mdf = MDF(path)
+        if identification[:8] == b"UnFinMF " or identification[60:62] != bytes(2):
+            stream = resources.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by it)
+            file.seek(0)
+            shutil.copyfileobj(file, stream)
+            stream.seek(0)
+    except OSError as exc:
+        reason = f"cannot copy the unfinished file: {type(exc).__name__}: {exc}"
+        raise SourceError(f"cannot read log file {str(path)!r}: {reason}") from exc
+    try:
+        # Its bus logging summary reads every record's ID and bus channel at once
+        # (MDF's typed keywords omit the option).
+        mdf = MDF(stream, process_bus_logging=False)  # type: ignore[call-arg]
     except _READ_ERRORS as exc:
         _close_half_built(exc)
         raise LogFormatError(path, "block structure", f"{type(exc).__name__}: {exc}") from exc
+    resources.callback(mdf.close)
     if not mdf.version.startswith("4"):
-        mdf.close()
         raise Unsupported(f"MDF version {mdf.version}")
     return mdf
 
@@ -203,6 +236,34 @@ def _frame_groups(mdf: MDF) -> list[_Group]:
             raise Unsupported(f"channel group {index}: {kind} has invalidation bits")
         found.append(_Group(index, kind, channel_group.cycles_nr))
     return found
+
+
+def _split_signal_data(mdf4: MDF4, group: _Group) -> None:
+    """Hand asammdf the group's uncompressed signal data blocks in pieces.
+
+    For a block of records asammdf reads the signal data blocks from the one
+    holding the first record's sample on, each whole, and copies all that
+    follows that sample: with one large SD block (a valid layout, and what
+    some writers produce) every call reads all of it, and time and memory
+    grow with the file. Pieces of the same bytes, in the same order, give
+    asammdf the same data for a piece's worth of reading.
+    """
+    try:
+        signal_data = mdf4.groups[group.index].signal_data
+        for index, blocks in enumerate(signal_data):
+            if blocks:
+                signal_data[index] = [piece for block in blocks for piece in _pieces(block)]
+    except (AttributeError, TypeError):  # asammdf's internals changed: it reads them whole
+        return
+
+
+def _pieces(block: SignalDataBlockInfo) -> Iterator[SignalDataBlockInfo]:
+    if block.block_type != DT_BLOCK or block.original_size <= SIGNAL_DATA_PIECE:
+        yield block
+        return
+    for at in range(0, block.original_size, SIGNAL_DATA_PIECE):
+        size = min(SIGNAL_DATA_PIECE, block.original_size - at)
+        yield SignalDataBlockInfo(block.address + at, size, DT_BLOCK, location=block.location)
 
 
 def _tell_vlsd_lengths(mdf4: MDF4, path: Path, group: _Group, per_call: int) -> None:
