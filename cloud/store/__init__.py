@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cloud.store.models import create_schema
 from cloud.store.registry import TenantRegistry
 from cloud.store.repository import TenantStore
+from cloud.store.schema import upgrade_schema
 
-__all__ = ["TenantRegistry", "TenantStore", "create_schema"]
+__all__ = ["TenantRegistry", "TenantStore", "upgrade_schema"]

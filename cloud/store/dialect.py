@@ -4,7 +4,9 @@
   foreign keys on every new connection;
 - ``INSERT ... ON CONFLICT`` (both dialects spell it alike, but through their own
   ``insert`` constructs);
-- the 64-bit surrogate key type (SQLite auto-numbers only ``INTEGER PRIMARY KEY``).
+- the 64-bit surrogate key type (SQLite auto-numbers only ``INTEGER PRIMARY KEY``);
+- the schema lock migrations run under (``schema_transaction``): an advisory
+  lock on PostgreSQL, SQLite's write lock taken up front (``BEGIN IMMEDIATE``).
 
 Any other dialect is refused when its engine is created, so an unsupported
 URL fails at start-up rather than at the first batch.
@@ -12,11 +14,22 @@ URL fails at start-up rather than at the first batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Engine, Integer, Table, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.dml import Insert
@@ -28,6 +41,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "create_tenant_engine",
     "insert_ignoring_conflicts",
+    "schema_transaction",
     "upsert_keeping_newest",
 ]
 
@@ -37,6 +51,9 @@ BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 #: How long a SQLite writer waits for another writer's transaction (two streams
 #: of one vehicle, or several vehicles of one tenant) before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+#: PostgreSQL advisory lock key of schema changes (any fixed 64-bit number; "telehub" in ASCII).
+_SCHEMA_LOCK = int.from_bytes(b"telehub", "big")
 
 _INSERTS: dict[str, Callable[[Table], Any]] = {
     "sqlite": sqlite.insert,
@@ -73,6 +90,33 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+@contextmanager
+def schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that alone may change the schema, committed at the end.
+
+    Two processes opening one database at once would otherwise both find it
+    empty and both create its tables; with the lock the second waits, then
+    finds the work done. Leaving by an exception rolls everything back.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # Transactional DDL: the lock and every change end with the commit.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            yield conn
+            conn.commit()
+            return
+        # pysqlite runs DDL outside any transaction of its own: drive it by hand,
+        # taking the write lock up front (a second opener waits for busy_timeout).
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        conn.exec_driver_sql("COMMIT")
 
 
 def _insert(engine: Engine, table: Table) -> Any:

@@ -1,16 +1,13 @@
 """Tables of one tenant's database (every tenant has its own database).
 
-``create_schema`` builds them with ``metadata.create_all`` for now; Alembic
-migrations replace it in a later issue, starting from exactly this schema.
+The Alembic migrations in ``cloud.store.migrations`` build and upgrade them
+(``cloud.store.schema``); a test proves the newest revision builds exactly
+these tables on SQLite and PostgreSQL, so a change here needs a revision.
 
 Unsigned 64-bit values (the agent's ``catalog_id``) do not fit a signed
 BIGINT, so they are stored two's-complement: ``to_signed64`` on the way in,
 ``to_unsigned64`` on the way out. Sequences stay below 2**63 (the gateway
 rejects larger ones), so they are stored as they are.
-
-Tables added after the first release are only ever new tables (no new
-columns on existing ones), so ``create_all`` upgrades an existing database
-until Alembic takes over.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -49,7 +45,6 @@ __all__ = [
     "TriggerRow",
     "Vehicle",
     "VehicleSignal",
-    "create_schema",
     "to_signed64",
     "to_unsigned64",
 ]
@@ -286,8 +281,3 @@ class AgentHealthRow(Base):
     plan_version: Mapped[int] = mapped_column(BigInteger)
     consent_version: Mapped[int] = mapped_column(BigInteger)
     counters: Mapped[dict[str, int]] = mapped_column(JSON)
-
-
-def create_schema(engine: Engine) -> None:
-    """Create every missing table (no migrations yet; Alembic comes later)."""
-    Base.metadata.create_all(engine)

@@ -51,9 +51,9 @@ from cloud.store.models import (
     TriggerRow,
     Vehicle,
     VehicleSignal,
-    create_schema,
     to_signed64,
 )
+from cloud.store.schema import upgrade_schema
 
 __all__ = ["TenantStore"]
 
@@ -92,14 +92,14 @@ class TenantStore(ControlStore, DiagnosticsStore):
     def open(
         cls, url: str, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
     ) -> TenantStore:
-        """Connect to the database at ``url`` and create any missing table.
+        """Connect to the database at ``url`` and migrate it to this release's schema.
 
         ``default_consent`` is the tenant's consent of a vehicle whose owner's
         consent was never set (version 0).
         """
         engine = create_tenant_engine(url)
         try:
-            create_schema(engine)
+            upgrade_schema(engine)
         except SQLAlchemyError as exc:
             engine.dispose()
             raise StoreError(f"cannot open tenant store: {describe(exc)}") from exc

@@ -8,12 +8,12 @@ from pathlib import Path
 import grpc.aio
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import create_engine, text
 
 from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import GatewayServer
 from cloud.store import TenantRegistry, TenantStore
-from cloud.store.models import Base
 from telehub.v1 import telemetry_pb2_grpc
 
 SECRET_ACME = SecretStr("acme-secret-0123456789abcdef-0123456789")
@@ -70,16 +70,27 @@ def token() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
-    """An empty tenant store on each backend; PostgreSQL's tables are dropped afterwards."""
+def tenant_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty tenant database on each backend; PostgreSQL's is emptied afterwards."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tenant.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = TenantStore.open(url)
+        yield f"sqlite:///{tmp_path / 'tenant.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    # The session's database is shared by the tests: leave it as it was made.
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def store(tenant_url: str) -> Iterator[TenantStore]:
+    """An empty tenant store on each backend."""
+    store = TenantStore.open(tenant_url)
     yield store
     store.close()
-    if request.param == "postgresql":
-        # The session's database is shared by the tests: leave it empty.
-        Base.metadata.drop_all(store.engine)
-        store.engine.dispose()
