@@ -6,8 +6,9 @@ through ``asyncio.to_thread`` so the event loop never waits on the database.
 Rows are written with Core statements (no ORM objects per sample), and every
 ``SQLAlchemyError`` leaves as ``StoreError`` after the transaction rolled back.
 
-This module holds vehicles, catalogs and telemetry; plans and consent live in
-``cloud.store.control``, fault codes and health in ``cloud.store.diagnostics``.
+This module holds vehicles and their catalogs; telemetry lives in
+``cloud.store.telemetry``, plans and consent in ``cloud.store.control``,
+fault codes and health in ``cloud.store.diagnostics``.
 """
 
 from __future__ import annotations
@@ -15,78 +16,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, case, delete, exists, func, select, update
+from sqlalchemy import Engine, delete, exists, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from cloud.domain import (
-    AGENT_DEFAULT_PURPOSES,
-    CatalogMap,
-    Eviction,
-    IngestResult,
-    LatestValue,
-    Purpose,
-    SampleColumns,
-    SignalDef,
-    SignalStats,
-    StoredEviction,
-    StoredTrigger,
-    TriggerMark,
-    newest_per_signal,
-)
+from cloud.domain import AGENT_DEFAULT_PURPOSES, CatalogMap, Purpose, SignalDef
 from cloud.errors import StoreError
 from cloud.store.base import describe, now, require_vehicle, table, vehicle_pk
 from cloud.store.control import ControlStore
 from cloud.store.diagnostics import DiagnosticsStore
-from cloud.store.dialect import (
-    create_tenant_engine,
-    insert_ignoring_conflicts,
-    upsert_keeping_newest,
-)
-from cloud.store.models import (
-    Batch,
-    EvictionRow,
-    LatestState,
-    Sample,
-    Signal,
-    TriggerRow,
-    Vehicle,
-    VehicleSignal,
-    to_signed64,
-)
+from cloud.store.dialect import create_tenant_engine, insert_ignoring_conflicts
+from cloud.store.models import Signal, Vehicle, VehicleSignal, to_signed64
 from cloud.store.schema import upgrade_schema
+from cloud.store.telemetry import TelemetryStore
 
 __all__ = ["TenantStore"]
 
-_SAMPLES = table(Sample)
-_BATCHES = table(Batch)
-_LATEST = table(LatestState)
 _SIGNALS = table(Signal)
 _VEHICLES = table(Vehicle)
 _VEHICLE_SIGNALS = table(VehicleSignal)
-_EVICTIONS = table(EvictionRow)
-_TRIGGERS = table(TriggerRow)
 
 
-class TenantStore(ControlStore, DiagnosticsStore):
+class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore):
     """Everything one tenant stores: vehicles, catalogs, telemetry, plans, consent, diagnostics."""
 
     def __init__(
         self, engine: Engine, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
     ) -> None:
         super().__init__(engine, default_consent=default_consent)
-        # The same two statements serve every batch: build them once per store.
-        # RETURNING tells a new ledger row from a skipped one on every driver
-        # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
-        self._ledger_insert = insert_ignoring_conflicts(engine, _BATCHES).returning(
-            _BATCHES.c.sequence
-        )
-        self._latest_upsert = upsert_keeping_newest(
-            engine,
-            _LATEST,
-            key=[_LATEST.c.vehicle_id, _LATEST.c.signal_id],
-            order=_LATEST.c.ts_us,
-            update=[_LATEST.c.value, _LATEST.c.updated_at],
-        )
 
     @classmethod
     def open(
@@ -187,243 +143,6 @@ class TenantStore(ControlStore, DiagnosticsStore):
             conn.commit()
         return CatalogMap(mapping)
 
-    def last_sequence(self, vehicle_id: str) -> int:
-        """Highest batch sequence stored for the vehicle, 0 when none is."""
-        with self._connection("read last sequence") as conn:
-            highest = conn.execute(
-                select(func.max(Batch.sequence))
-                .join(Vehicle, Vehicle.id == Batch.vehicle_id)
-                .where(Vehicle.vehicle_id == vehicle_id)
-            ).scalar_one()
-        return int(highest) if highest is not None else 0
-
-    # ------------------------------------------------------------------ ingest
-
-    def ingest(
-        self,
-        vehicle_id: str,
-        sequence: int,
-        samples: SampleColumns,
-        *,
-        evictions: Sequence[Eviction] = (),
-        triggers: Sequence[TriggerMark] = (),
-    ) -> IngestResult:
-        """Store one batch, with the evictions and trigger firings it carries, exactly once.
-
-        Everything is written in one transaction. The ledger row (vehicle,
-        sequence) is inserted first with ON CONFLICT DO NOTHING: if it already
-        exists the batch was stored before and nothing at all is written. The
-        primary key decides, so two streams racing with the same batch store it
-        once (the loser waits for the winner's commit, then sees the conflict).
-        Returns only after the commit.
-        """
-        received = now()
-        count = len(samples)
-        with self._connection("ingest batch") as conn:
-            pk = require_vehicle(conn, vehicle_id)
-            ledger = conn.execute(
-                self._ledger_insert,
-                {
-                    "vehicle_id": pk,
-                    "sequence": sequence,
-                    "samples": count,
-                    "received_at": received,
-                },
-            )
-            if ledger.first() is None:
-                conn.rollback()
-                return IngestResult(stored=0, duplicate=True)
-            if count:
-                conn.execute(
-                    _SAMPLES.insert(),
-                    [
-                        {"vehicle_id": pk, "signal_id": sid, "ts_us": ts, "value": value}
-                        for sid, ts, value in zip(
-                            samples.signal_ids, samples.ts_us, samples.values, strict=True
-                        )
-                    ],
-                )
-                conn.execute(
-                    self._latest_upsert,
-                    [
-                        {
-                            "vehicle_id": pk,
-                            "signal_id": sid,
-                            "ts_us": ts,
-                            "value": value,
-                            "updated_at": received,
-                        }
-                        for sid, (ts, value) in newest_per_signal(samples)
-                    ],
-                )
-            if evictions:
-                conn.execute(
-                    _EVICTIONS.insert(),
-                    [
-                        {
-                            "vehicle_id": pk,
-                            "sequence": sequence,
-                            "signal_id": item.signal_id,
-                            "samples": item.samples,
-                            "first_ts_us": item.first_ts_us,
-                            "last_ts_us": item.last_ts_us,
-                        }
-                        for item in evictions
-                    ],
-                )
-            if triggers:
-                conn.execute(
-                    _TRIGGERS.insert(),
-                    [
-                        {
-                            "vehicle_id": pk,
-                            "sequence": sequence,
-                            "name": item.name,
-                            "ts_us": item.ts_us,
-                            "plan_version": item.plan_version,
-                        }
-                        for item in triggers
-                    ],
-                )
-            conn.execute(
-                update(Vehicle)
-                .where(Vehicle.id == pk)
-                .values(
-                    last_seen_at=received,
-                    # Batches may commit out of order (two streams): only ever move forward.
-                    last_sequence=case(
-                        (Vehicle.last_sequence < sequence, sequence),
-                        else_=Vehicle.last_sequence,
-                    ),
-                )
-            )
-            conn.commit()
-        return IngestResult(stored=count, duplicate=False)
-
-    # ------------------------------------------------------------------ read side
-
-    def count_samples(self, vehicle_id: str | None = None) -> int:
-        """Number of stored samples, of one vehicle or of the whole tenant."""
-        query = select(func.count()).select_from(Sample)
-        if vehicle_id is not None:
-            query = query.join(Vehicle, Vehicle.id == Sample.vehicle_id).where(
-                Vehicle.vehicle_id == vehicle_id
-            )
-        with self._connection("count samples") as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def batch_count(self, vehicle_id: str) -> int:
-        """Number of distinct batches stored for the vehicle."""
-        query = (
-            select(func.count())
-            .select_from(Batch)
-            .join(Vehicle, Vehicle.id == Batch.vehicle_id)
-            .where(Vehicle.vehicle_id == vehicle_id)
-        )
-        with self._connection("count batches") as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def latest(self, vehicle_id: str) -> list[LatestValue]:
-        """The newest value of every signal the vehicle has sent, by bus, message, signal."""
-        query = (
-            select(
-                Signal.bus,
-                Signal.message,
-                Signal.name,
-                Signal.unit,
-                Signal.choices,
-                LatestState.ts_us,
-                LatestState.value,
-            )
-            .join(LatestState, LatestState.signal_id == Signal.id)
-            .join(Vehicle, Vehicle.id == LatestState.vehicle_id)
-            .where(Vehicle.vehicle_id == vehicle_id)
-            .order_by(Signal.bus, Signal.message, Signal.name)
-        )
-        with self._connection("read latest state") as conn:
-            rows = conn.execute(query).all()
-        return [
-            LatestValue(
-                bus=bus,
-                message=message,
-                signal=name,
-                unit=unit,
-                ts_us=ts_us,
-                value=value,
-                label=_label(choices, value),
-            )
-            for bus, message, name, unit, choices, ts_us, value in rows
-        ]
-
-    def samples(
-        self, vehicle_id: str, bus: str, message: str, signal: str
-    ) -> list[tuple[int, float]]:
-        """Every stored (ts_us, value) of one signal of one vehicle, oldest first."""
-        query = (
-            select(Sample.ts_us, Sample.value)
-            .join(Vehicle, Vehicle.id == Sample.vehicle_id)
-            .join(Signal, Signal.id == Sample.signal_id)
-            .where(*_one_signal(vehicle_id, message, signal, bus))
-            .order_by(Sample.ts_us, Sample.id)
-        )
-        with self._connection("read samples") as conn:
-            return [(int(ts), float(value)) for ts, value in conn.execute(query)]
-
-    def signal_stats(
-        self, vehicle_id: str, message: str, signal: str, *, bus: str | None = None
-    ) -> SignalStats:
-        """Count, mean, minimum and maximum of one signal's samples, computed in SQL."""
-        query = (
-            select(
-                func.count(Sample.value),
-                func.avg(Sample.value),
-                func.min(Sample.value),
-                func.max(Sample.value),
-            )
-            .join(Vehicle, Vehicle.id == Sample.vehicle_id)
-            .join(Signal, Signal.id == Sample.signal_id)
-            .where(*_one_signal(vehicle_id, message, signal, bus))
-        )
-        with self._connection("compute signal statistics") as conn:
-            count, mean, low, high = conn.execute(query).one()
-        return SignalStats(
-            count=int(count),
-            mean=_float_or_none(mean),
-            minimum=_float_or_none(low),
-            maximum=_float_or_none(high),
-        )
-
-    def evictions(self, vehicle_id: str) -> list[StoredEviction]:
-        """Every eviction the vehicle reported, by batch sequence and signal."""
-        query = (
-            select(
-                EvictionRow.sequence,
-                Signal.bus,
-                Signal.message,
-                Signal.name,
-                EvictionRow.samples,
-                EvictionRow.first_ts_us,
-                EvictionRow.last_ts_us,
-            )
-            .join(Signal, Signal.id == EvictionRow.signal_id)
-            .join(Vehicle, Vehicle.id == EvictionRow.vehicle_id)
-            .where(Vehicle.vehicle_id == vehicle_id)
-            .order_by(EvictionRow.sequence, EvictionRow.id)
-        )
-        with self._connection("read evictions") as conn:
-            return [StoredEviction(*row) for row in conn.execute(query)]
-
-    def trigger_firings(self, vehicle_id: str) -> list[StoredTrigger]:
-        """Every trigger firing the vehicle reported, by CAN time."""
-        query = (
-            select(TriggerRow.sequence, TriggerRow.name, TriggerRow.ts_us, TriggerRow.plan_version)
-            .join(Vehicle, Vehicle.id == TriggerRow.vehicle_id)
-            .where(Vehicle.vehicle_id == vehicle_id)
-            .order_by(TriggerRow.ts_us, TriggerRow.id)
-        )
-        with self._connection("read trigger firings") as conn:
-            return [StoredTrigger(*row) for row in conn.execute(query)]
-
     def vehicle_catalog(self, vehicle_id: str) -> list[tuple[str, str, str]] | None:
         """(bus, message, name) of every signal the vehicle decodes, as of its last hello.
 
@@ -459,27 +178,3 @@ def _signal_row(signal: SignalDef) -> dict[str, Any]:
         "is_float": signal.is_float,
         "pgn": signal.pgn,
     }
-
-
-def _label(choices: dict[str, str] | None, value: float) -> str | None:
-    if not choices or not value.is_integer():
-        return None
-    return choices.get(str(int(value)))
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _one_signal(
-    vehicle_id: str, message: str, signal: str, bus: str | None
-) -> list[ColumnElement[bool]]:
-    """Filter for the samples of one signal of one vehicle (any bus when *bus* is None)."""
-    clauses = [
-        Vehicle.vehicle_id == vehicle_id,
-        Signal.message == message,
-        Signal.name == signal,
-    ]
-    if bus is not None:
-        clauses.append(Signal.bus == bus)
-    return clauses
