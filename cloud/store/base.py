@@ -42,12 +42,17 @@ class StoreBase:
 
     @contextmanager
     def _connection(self, action: str) -> Iterator[Connection]:
+        # Leaving the block without commit() rolls the transaction back.
+        with self._translated(action), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Refuse work on a closed store; every ``SQLAlchemyError`` leaves as ``StoreError``."""
         if self._closed:
             raise StoreError(f"cannot {action}: the tenant store is closed")
         try:
-            # Leaving the block without commit() rolls the transaction back.
-            with self._engine.connect() as conn:
-                yield conn
+            yield
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot {action}: {describe(exc)}") from exc
 

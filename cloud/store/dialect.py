@@ -6,7 +6,21 @@
   ``insert`` constructs);
 - the 64-bit surrogate key type (SQLite auto-numbers only ``INTEGER PRIMARY KEY``);
 - the schema lock migrations run under (``schema_transaction``): an advisory
-  lock on PostgreSQL, SQLite's write lock taken up front (``BEGIN IMMEDIATE``).
+  lock on PostgreSQL, SQLite's write lock taken up front (``BEGIN IMMEDIATE``);
+- the samples table's partitions (PostgreSQL only, ``SamplePartitions``).
+
+Samples on PostgreSQL are range-partitioned by ``ts_us``, one partition per
+UTC day (``samples_pYYYYMMDD``) from 2000 to 2100, and two catch-all
+partitions below and above (a logger without a real-time clock counts from
+1970). A day is the unit of retention (dropping a partition frees its space
+at once, where deleting rows leaves work for VACUUM) and keeps each
+partition's index small enough to stay in memory while a fleet writes into
+it. Partitions are created ahead by the store: today's and tomorrow's, and
+any other day (a replay of an old log) when a batch first reaches it, before
+the batch's transaction begins. They are made as a plain table and then
+attached, which locks the parent only against other schema changes, never
+against concurrent COPYs (``CREATE TABLE ... PARTITION OF`` would lock out
+every writer of the tenant until the commit).
 
 Any other dialect is refused when its engine is created, so an unsupported
 URL fails at start-up rather than at the first batch.
@@ -14,11 +28,15 @@ URL fails at start-up rather than at the first batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -38,9 +56,14 @@ from cloud.errors import StoreError
 
 __all__ = [
     "BIG_ID",
+    "DAY_US",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "SamplePartitions",
+    "create_catch_all_partitions",
+    "create_day_partitions",
     "create_tenant_engine",
     "insert_ignoring_conflicts",
+    "is_sample_partition",
     "schema_transaction",
     "upsert_keeping_newest",
 ]
@@ -54,6 +77,18 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 #: PostgreSQL advisory lock key of schema changes (any fixed 64-bit number; "telehub" in ASCII).
 _SCHEMA_LOCK = int.from_bytes(b"telehub", "big")
+
+#: ... and of creating sample partitions (one below it).
+_PARTITION_LOCK = _SCHEMA_LOCK - 1
+
+#: Microseconds in a day: partitions hold one UTC day of CAN time each.
+DAY_US = 86_400_000_000
+_EPOCH = date(1970, 1, 1)
+#: Days (since 1970-01-01) that get partitions of their own: 2000-01-01 up to 2100-01-01.
+_FIRST_DAY = (date(2000, 1, 1) - _EPOCH).days
+_END_DAY = (date(2100, 1, 1) - _EPOCH).days
+_DAY_PARTITION = re.compile(r"samples_p(\d{8})")
+_CATCH_ALL = ("samples_before_2000", "samples_from_2100")
 
 _INSERTS: dict[str, Callable[[Table], Any]] = {
     "sqlite": sqlite.insert,
@@ -156,3 +191,104 @@ def upsert_keeping_newest(
         where=excluded[order.name] >= order,
     )
     return upsert
+
+
+# ---------------------------------------------------------------------- sample partitions
+
+
+def is_sample_partition(name: str) -> bool:
+    """Whether the table ``name`` is a partition of ``samples`` (data, not schema)."""
+    return _DAY_PARTITION.fullmatch(name) is not None or name in _CATCH_ALL
+
+
+def create_catch_all_partitions(conn: Connection) -> None:
+    """The partitions below and above the days that get their own (migrations only)."""
+    below, above = _CATCH_ALL
+    conn.execute(
+        text(
+            f"CREATE TABLE {below} PARTITION OF samples "
+            f"FOR VALUES FROM (MINVALUE) TO ({_FIRST_DAY * DAY_US})"
+        )
+    )
+    conn.execute(
+        text(
+            f"CREATE TABLE {above} PARTITION OF samples "
+            f"FOR VALUES FROM ({_END_DAY * DAY_US}) TO (MAXVALUE)"
+        )
+    )
+
+
+def create_day_partitions(conn: Connection, days: Iterable[int]) -> None:
+    """Create and attach the partitions of ``days`` (since 1970-01-01, UTC) that get one.
+
+    Days outside 2000-2099 are skipped: the catch-all partitions hold them.
+    """
+    for day in sorted(set(days)):
+        if not _FIRST_DAY <= day < _END_DAY:
+            continue
+        name = _partition_name(day)
+        conn.execute(text(f"CREATE TABLE {name} (LIKE samples)"))
+        # Attaching builds the partition's share of the partitioned index too.
+        conn.execute(
+            text(
+                f"ALTER TABLE samples ATTACH PARTITION {name} "
+                f"FOR VALUES FROM ({day * DAY_US}) TO ({(day + 1) * DAY_US})"
+            )
+        )
+
+
+def _partition_name(day: int) -> str:
+    return f"samples_p{_EPOCH + timedelta(days=day):%Y%m%d}"
+
+
+def _partition_day(name: str) -> int | None:
+    match = _DAY_PARTITION.fullmatch(name)
+    if match is None:
+        return None
+    return (datetime.strptime(match[1], "%Y%m%d").date() - _EPOCH).days
+
+
+class SamplePartitions:
+    """The day partitions of ``samples`` that exist, as far as this process knows.
+
+    ``ensure`` makes sure the days of a batch (and today and tomorrow) have
+    their partitions: a lookup in a set once they are known, a short
+    transaction of its own when one is missing. Several processes may race to
+    create a day: an advisory lock serialises them and the loser finds the
+    partition in the catalog. On SQLite there is nothing to do.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._enabled = engine.dialect.name == "postgresql"
+        self._known: frozenset[int] = frozenset()
+        self._lock = threading.Lock()
+
+    def ensure(self, ts_us: Iterable[int] | np.ndarray[Any, Any]) -> None:
+        """Create whichever partitions the timestamps ``ts_us`` (and the next day) lack."""
+        if not self._enabled:
+            return
+        today = int(datetime.now(UTC).timestamp() * 1_000_000) // DAY_US
+        days = np.unique(np.asarray(ts_us, dtype=np.int64) // DAY_US)
+        wanted = {today, today + 1}.union(days.tolist())
+        missing = {day for day in wanted if _FIRST_DAY <= day < _END_DAY} - self._known
+        if missing:
+            self._create(missing)
+
+    def forget(self) -> None:
+        """Drop what is known (a partition was dropped behind this process's back)."""
+        self._known = frozenset()
+
+    def _create(self, missing: set[int]) -> None:
+        with self._lock, self._engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
+            names = conn.execute(
+                text(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'samples'::regclass"
+                )
+            ).scalars()
+            existing = {day for day in map(_partition_day, names) if day is not None}
+            create_day_partitions(conn, missing - existing)
+            conn.commit()
+            self._known = self._known | existing | missing

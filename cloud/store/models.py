@@ -114,14 +114,29 @@ class Signal(Base):
 
 
 class Sample(Base):
-    """One value of one signal at one CAN timestamp (narrow rows, appended only)."""
+    """One value of one signal at one CAN timestamp (narrow rows, appended only).
+
+    Built for bulk loading: no surrogate key and no foreign keys (each costs
+    more per row than writing the row itself: a sequence and a second index,
+    a lookup in ``vehicles`` and ``signals``). The references still hold: a
+    batch is stored with the ``latest_state`` row of each of its signals in
+    the same transaction, whose foreign keys check them once per signal
+    instead of once per sample. The one index serves the queries asked of
+    samples: one signal of one vehicle over time.
+    On PostgreSQL the table is partitioned by UTC day of ``ts_us`` (see
+    ``cloud.store.dialect``).
+    """
 
     __tablename__ = "samples"
-    __table_args__ = (Index("ix_samples_vehicle_signal_ts", "vehicle_id", "signal_id", "ts_us"),)
+    __table_args__ = (
+        Index("ix_samples_vehicle_signal_ts", "vehicle_id", "signal_id", "ts_us"),
+        {"postgresql_partition_by": "RANGE (ts_us)"},
+    )
+    # The ORM wants an identity for a mapped class; the table itself has no key.
+    __mapper_args__ = {"primary_key": ["vehicle_id", "signal_id", "ts_us"]}  # noqa: RUF012
 
-    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
-    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
-    signal_id: Mapped[int] = mapped_column(ForeignKey("signals.id"))
+    vehicle_id: Mapped[int]
+    signal_id: Mapped[int]
     #: Microseconds since the Unix epoch, from the CAN frame's own timestamp.
     ts_us: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float]

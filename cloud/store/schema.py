@@ -20,12 +20,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-from cloud.store.dialect import schema_transaction
+from cloud.store.dialect import is_sample_partition, schema_transaction
 
 __all__ = [
     "current_revision",
     "downgrade_schema",
     "head_revision",
+    "include_name",
     "upgrade_schema",
 ]
 
@@ -58,6 +59,11 @@ def head_revision() -> str:
     head = _scripts().get_current_head()
     assert head is not None, "the migrations folder has no revision"
     return head
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """What schema comparisons look at: a partition of ``samples`` is data, not schema."""
+    return not (type_ == "table" and name is not None and is_sample_partition(name))
 
 
 @functools.cache

@@ -25,7 +25,11 @@ from cloud.domain import (
     newest_per_signal,
 )
 from cloud.store.base import StoreBase, now, require_vehicle, table
-from cloud.store.dialect import insert_ignoring_conflicts, upsert_keeping_newest
+from cloud.store.dialect import (
+    SamplePartitions,
+    insert_ignoring_conflicts,
+    upsert_keeping_newest,
+)
 from cloud.store.models import (
     Batch,
     EvictionRow,
@@ -63,6 +67,7 @@ class TelemetryStore(StoreBase):
             order=_LATEST.c.ts_us,
             update=[_LATEST.c.value, _LATEST.c.updated_at],
         )
+        self._partitions = SamplePartitions(engine)
 
     def last_sequence(self, vehicle_id: str) -> int:
         """Highest batch sequence stored for the vehicle, 0 when none is."""
@@ -93,9 +98,15 @@ class TelemetryStore(StoreBase):
         primary key decides, so two streams racing with the same batch store it
         once (the loser waits for the winner's commit, then sees the conflict).
         Returns only after the commit.
+
+        The samples' time partitions are made first, outside the transaction
+        (see ``SamplePartitions``), so a day no partition covers yet never fails
+        a batch.
         """
         received = now()
         count = len(samples)
+        with self._translated("create sample partitions"):
+            self._partitions.ensure(samples.ts_us)
         with self._connection("ingest batch") as conn:
             pk = require_vehicle(conn, vehicle_id)
             ledger = conn.execute(
@@ -241,7 +252,8 @@ class TelemetryStore(StoreBase):
             .join(Vehicle, Vehicle.id == Sample.vehicle_id)
             .join(Signal, Signal.id == Sample.signal_id)
             .where(*_one_signal(vehicle_id, message, signal, bus))
-            .order_by(Sample.ts_us, Sample.id)
+            # Samples have no key: ties in time (rare) come out by value.
+            .order_by(Sample.ts_us, Sample.value)
         )
         with self._connection("read samples") as conn:
             return [(int(ts), float(value)) for ts, value in conn.execute(query)]

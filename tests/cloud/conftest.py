@@ -70,15 +70,19 @@ def token() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def tenant_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty tenant database on each backend; PostgreSQL's is emptied afterwards."""
+def tenant_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty tenant database on each backend."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'tenant.db'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    yield url
-    # The session's database is shared by the tests: leave it as it was made.
-    engine = create_engine(url)
+        return f"sqlite:///{tmp_path / 'tenant.db'}"
+    url: str = request.getfixturevalue("postgres_tenant_url")
+    return url
+
+
+@pytest.fixture
+def postgres_tenant_url(postgres_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database, emptied again after the test (it is shared)."""
+    yield postgres_url
+    engine = create_engine(postgres_url)
     try:
         with engine.connect() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))

@@ -13,14 +13,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 
 from cloud.store import TenantStore
-from cloud.store.dialect import create_tenant_engine
-from cloud.store.models import Base, Vehicle
+from cloud.store.dialect import DAY_US, create_tenant_engine
+from cloud.store.models import Base, Sample, Signal, Vehicle
 from cloud.store.schema import (
     current_revision,
     downgrade_schema,
     head_revision,
+    include_name,
     upgrade_schema,
 )
+from tests.cloud.pg import partition_counts
 
 
 @pytest.fixture
@@ -33,12 +35,14 @@ def engine(tenant_url: str) -> Iterator[Engine]:
 def schema_differences(engine: Engine) -> list[Any]:
     """What Alembic's autogenerate would change to make the database match the models."""
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"include_name": include_name, "compare_type": True}
+        )
         return list(compare_metadata(context, Base.metadata))
 
 
 def tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
+    return {name for name in inspect(engine).get_table_names() if include_name(name, "table", {})}
 
 
 def test_upgrading_an_empty_database_builds_exactly_the_models(engine: Engine) -> None:
@@ -104,3 +108,35 @@ def test_downgrade_to_nothing_and_upgrade_again(engine: Engine) -> None:
         assert current_revision(conn) is None
     upgrade_schema(engine)
     assert schema_differences(engine) == []
+
+
+def test_samples_of_the_baseline_survive_the_move_to_day_partitions(engine: Engine) -> None:
+    upgrade_schema(engine, "0001")
+    day = 16_587 * DAY_US  # 2015-06-01
+    rows = [(day + 5, 2.0), (day + 5, 1.0), (day - 1, 3.0), (7, 4.0)]
+    with engine.connect() as conn:
+        conn.execute(
+            insert(Vehicle).values(id=1, vehicle_id="car-1", enrolled_at=datetime.now(UTC))
+        )
+        conn.execute(
+            insert(Signal).values(
+                id=1, bus="b", message="m", name="s", frame_id=1, is_extended=False,
+                unit="", choices={}, is_float=False, pgn=0,
+            )
+        )  # fmt: skip
+        conn.execute(
+            text("INSERT INTO samples (vehicle_id, signal_id, ts_us, value) VALUES (1, 1, :t, :v)"),
+            [{"t": ts, "v": value} for ts, value in rows],
+        )
+        conn.commit()
+    upgrade_schema(engine)
+    assert schema_differences(engine) == []
+    with engine.connect() as conn:
+        stored = conn.execute(select(Sample.ts_us, Sample.value).order_by(Sample.ts_us)).all()
+        assert sorted(stored) == sorted(rows)
+    if engine.dialect.name == "postgresql":
+        assert partition_counts(engine) == {
+            "samples_before_2000": 1,
+            "samples_p20150531": 1,
+            "samples_p20150601": 2,
+        }

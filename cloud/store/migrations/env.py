@@ -11,12 +11,14 @@ from alembic import context
 from sqlalchemy import Connection
 
 from cloud.store.models import Base
+from cloud.store.schema import include_name
 
 
 def _run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
