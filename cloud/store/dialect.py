@@ -7,7 +7,9 @@
 - the 64-bit surrogate key type (SQLite auto-numbers only ``INTEGER PRIMARY KEY``);
 - the schema lock migrations run under (``schema_transaction``): an advisory
   lock on PostgreSQL, SQLite's write lock taken up front (``BEGIN IMMEDIATE``);
-- the samples table's partitions (PostgreSQL only, ``SamplePartitions``).
+- the samples table's partitions (PostgreSQL only, ``SamplePartitions``);
+- how a batch's samples are written (``write_samples``): one binary ``COPY``
+  on PostgreSQL, an ``executemany`` INSERT on SQLite.
 
 Samples on PostgreSQL are range-partitioned by ``ts_us``, one partition per
 UTC day (``samples_pYYYYMMDD``) from 2000 to 2100, and two catch-all
@@ -23,7 +25,13 @@ against concurrent COPYs (``CREATE TABLE ... PARTITION OF`` would lock out
 every writer of the tenant until the commit).
 
 Any other dialect is refused when its engine is created, so an unsupported
-URL fails at start-up rather than at the first batch.
+URL fails at start-up rather than at the first batch. PostgreSQL goes through
+psycopg 3 (a bare ``postgresql://`` URL gets it), whose COPY the store uses.
+
+The COPY data is PostgreSQL's binary format, built from the batch's columns
+with numpy: one structured array whose rows are exactly the wire rows (field
+count, then length and big-endian value of each field), so no Python code
+runs per sample. psycopg's ``write_row`` would run Python per row.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import (
@@ -50,15 +58,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+from cloud.domain import SampleColumns
 from cloud.errors import StoreError
 
 __all__ = [
     "BIG_ID",
     "DAY_US",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "MissingPartition",
     "SamplePartitions",
+    "copy_data",
     "create_catch_all_partitions",
     "create_day_partitions",
     "create_tenant_engine",
@@ -66,6 +78,7 @@ __all__ = [
     "is_sample_partition",
     "schema_transaction",
     "upsert_keeping_newest",
+    "write_samples",
 ]
 
 #: A 64-bit auto-numbered key; on SQLite it must be INTEGER to alias the rowid.
@@ -109,6 +122,13 @@ def create_tenant_engine(url: str) -> Engine:
         engine = create_engine(parsed)
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.get_driver_name() != "psycopg":
+        raise StoreError(
+            f"unsupported PostgreSQL driver {parsed.get_driver_name()!r}: "
+            "use postgresql+psycopg:// (psycopg 3, whose COPY the store uses)"
+        )
     # Connections dropped by a server restart or a load balancer are replaced
     # instead of failing the next batch.
     return create_engine(parsed, pool_pre_ping=True)
@@ -292,3 +312,78 @@ class SamplePartitions:
             create_day_partitions(conn, missing - existing)
             conn.commit()
             self._known = self._known | existing | missing
+
+
+class MissingPartition(Exception):
+    """A sample's day had no partition after all (dropped behind this process's back)."""
+
+
+# ---------------------------------------------------------------------- writing samples
+
+_COPY_SAMPLES = "COPY samples (vehicle_id, signal_id, ts_us, value) FROM STDIN (FORMAT BINARY)"
+#: Signature, flags (no OIDs), header extension length: 0.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+#: A field count of -1 ends the data.
+_COPY_TRAILER = b"\xff\xff"
+#: One binary COPY row of ``samples``: the field count, then each field's length and value.
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("vehicle_len", ">i4"), ("vehicle_id", ">i4"),
+        ("signal_len", ">i4"), ("signal_id", ">i4"),
+        ("ts_len", ">i4"), ("ts_us", ">i8"),
+        ("value_len", ">i4"), ("value", ">f8"),
+    ]
+)  # fmt: skip
+_COPY_CONSTANTS = {
+    "fields": 4, "vehicle_len": 4, "signal_len": 4, "ts_len": 8, "value_len": 8,
+}  # fmt: skip
+
+
+def write_samples(conn: Connection, table: Table, vehicle_pk: int, samples: SampleColumns) -> None:
+    """Write the batch's samples in the transaction of ``conn`` (``samples`` is ``table``).
+
+    Raises ``MissingPartition`` when PostgreSQL found no partition for a sample.
+    """
+    if conn.dialect.name == "postgresql":
+        _copy_samples(conn, vehicle_pk, samples)
+        return
+    conn.execute(
+        table.insert(),
+        [
+            {"vehicle_id": vehicle_pk, "signal_id": sid, "ts_us": ts, "value": value}
+            for sid, ts, value in zip(
+                samples.signal_ids, samples.ts_us, samples.values, strict=True
+            )
+        ],
+    )
+
+
+def copy_data(vehicle_pk: int, samples: SampleColumns) -> bytes:
+    """The batch's samples as PostgreSQL binary COPY data (header, rows, trailer)."""
+    rows = np.empty(len(samples), dtype=_COPY_ROW)
+    for name, value in _COPY_CONSTANTS.items():
+        rows[name] = value
+    rows["vehicle_id"] = vehicle_pk
+    rows["signal_id"] = samples.signal_ids
+    rows["ts_us"] = samples.ts_us
+    rows["value"] = samples.values
+    return b"".join((_COPY_HEADER, rows.tobytes(), _COPY_TRAILER))
+
+
+def _copy_samples(conn: Connection, vehicle_pk: int, samples: SampleColumns) -> None:
+    import psycopg  # only PostgreSQL stores need it (the "postgres" extra)
+
+    data = copy_data(vehicle_pk, samples)
+    # create_tenant_engine admits no other PostgreSQL driver.
+    driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    try:
+        # The driver's own connection, in the transaction SQLAlchemy began on it.
+        with driver.cursor() as cursor, cursor.copy(_COPY_SAMPLES) as copy:
+            copy.write(data)
+    except psycopg.errors.CheckViolation as exc:
+        # The only check on samples is the partition bound: "no partition found".
+        raise MissingPartition(str(exc).splitlines()[0]) from exc
+    except psycopg.Error as exc:
+        # As SQLAlchemy wraps driver errors, so the store translates this one too.
+        raise DBAPIError.instance(_COPY_SAMPLES, None, exc, psycopg.Error) from exc

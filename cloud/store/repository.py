@@ -96,7 +96,9 @@ class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore):
         signed_catalog = to_signed64(catalog_id)
         seen_at = now()
         with self._connection("register catalog") as conn:
-            pk = require_vehicle(conn, vehicle_id)
+            # Locked: two streams of one vehicle saying hello at once would
+            # otherwise both rewrite its catalog (and clash on its primary key).
+            pk = require_vehicle(conn, vehicle_id, for_update=True)
             previous = conn.execute(
                 select(Vehicle.catalog_id).where(Vehicle.id == pk)
             ).scalar_one_or_none()

@@ -24,11 +24,14 @@ from cloud.domain import (
     TriggerMark,
     newest_per_signal,
 )
+from cloud.errors import StoreError
 from cloud.store.base import StoreBase, now, require_vehicle, table
 from cloud.store.dialect import (
+    MissingPartition,
     SamplePartitions,
     insert_ignoring_conflicts,
     upsert_keeping_newest,
+    write_samples,
 )
 from cloud.store.models import (
     Batch,
@@ -101,12 +104,30 @@ class TelemetryStore(StoreBase):
 
         The samples' time partitions are made first, outside the transaction
         (see ``SamplePartitions``), so a day no partition covers yet never fails
-        a batch.
+        a batch; should one have been dropped since (by another process), the
+        partitions are looked up again and the batch written once more.
         """
+        for attempt in range(2):
+            with self._translated("create sample partitions"):
+                self._partitions.ensure(samples.ts_us)
+            try:
+                return self._ingest(vehicle_id, sequence, samples, evictions, triggers)
+            except MissingPartition as exc:
+                if attempt:
+                    raise StoreError(f"cannot ingest batch: {exc}") from exc
+                self._partitions.forget()
+        raise AssertionError("unreachable")
+
+    def _ingest(
+        self,
+        vehicle_id: str,
+        sequence: int,
+        samples: SampleColumns,
+        evictions: Sequence[Eviction],
+        triggers: Sequence[TriggerMark],
+    ) -> IngestResult:
         received = now()
         count = len(samples)
-        with self._translated("create sample partitions"):
-            self._partitions.ensure(samples.ts_us)
         with self._connection("ingest batch") as conn:
             pk = require_vehicle(conn, vehicle_id)
             ledger = conn.execute(
@@ -122,15 +143,7 @@ class TelemetryStore(StoreBase):
                 conn.rollback()
                 return IngestResult(stored=0, duplicate=True)
             if count:
-                conn.execute(
-                    _SAMPLES.insert(),
-                    [
-                        {"vehicle_id": pk, "signal_id": sid, "ts_us": ts, "value": value}
-                        for sid, ts, value in zip(
-                            samples.signal_ids, samples.ts_us, samples.values, strict=True
-                        )
-                    ],
-                )
+                write_samples(conn, _SAMPLES, pk, samples)
                 conn.execute(
                     self._latest_upsert,
                     [

@@ -104,3 +104,18 @@ def test_stores_of_two_processes_making_one_day_at_once_both_store(
             other.close()
     assert [result.stored for result in results] == [1, 1, 1, 1]
     assert partition_counts(store.engine) == {"samples_p20160229": 4}
+
+
+def test_a_partition_dropped_behind_the_stores_back_is_made_again(
+    store: TenantStore, catalog: CatalogMap
+) -> None:
+    day = day_us(date(2019, 3, 1))
+    store.ingest(CAR, 1, batch(catalog, [day]))
+    with store.engine.connect() as conn:
+        # As another process's retention job would.
+        conn.execute(text("DROP TABLE samples_p20190301"))
+        conn.commit()
+    result = store.ingest(CAR, 2, batch(catalog, [day + 1, day + 2]))
+    assert (result.stored, result.duplicate) == (2, False)
+    assert partition_counts(store.engine) == {"samples_p20190301": 2}
+    assert store.batch_count(CAR) == 2

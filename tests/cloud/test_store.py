@@ -169,6 +169,34 @@ def test_concurrent_ingest_stores_each_sequence_once(
     assert store.last_sequence(CAR) == 20
 
 
+def test_stores_of_several_processes_racing_with_one_batch_store_it_once(
+    store: TenantStore, catalog: CatalogMap, tenant_url: str
+) -> None:
+    # Several gateway processes, each with its own store, get the same resent batches.
+    batch = columns(catalog, [((0, 1, 5)[i % 3], 2_000 + i, float(i)) for i in range(200)])
+    others = [TenantStore.open(tenant_url) for _ in range(3)]
+    stores = [store, *others]
+    jobs = [(stores[n % 4], seq) for seq in range(1, 9) for n in range(4)]
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(lambda job: (job[1], job[0].ingest(CAR, job[1], batch)), jobs))
+    finally:
+        for other in others:
+            other.close()
+    assert sorted(seq for seq, result in results if not result.duplicate) == list(range(1, 9))
+    assert all(result.stored == 0 for _, result in results if result.duplicate)
+    assert store.count_samples(CAR) == 8 * 200
+    assert store.batch_count(CAR) == 8
+
+
+def test_extreme_timestamps_and_values_come_back_exactly(
+    store: TenantStore, catalog: CatalogMap
+) -> None:
+    rows = [(0, -(2**63), -1.5e308), (0, -1, 5e-324), (0, 0, 2.0**53 + 2), (0, 2**63 - 1, 1e308)]
+    assert store.ingest(CAR, 1, columns(catalog, rows)).stored == 4
+    assert store.samples(CAR, "powertrain", "Engine", "Speed") == [(ts, v) for _, ts, v in rows]
+
+
 def test_closed_store_refuses_work(store: TenantStore) -> None:
     store.close()
     store.close()
