@@ -22,8 +22,11 @@ Layout facts it relies on, all taken from python-can 4.6's reader:
   the earlier group. Such a merge of sequences that are not sorted themselves
   equals a stable sort of all frames by (running maximum of its group's
   timestamps, group): a frame below its group's running maximum leaves right
-  after the frame that set the maximum. That is what :func:`_merge` computes,
-  a block at a time.
+  after the frame that set the maximum. That is what
+  :func:`~vehicle_agent.logs.mf4_frames.merge` computes, a block at a time;
+  the frames themselves come from the component values by
+  :func:`~vehicle_agent.logs.mf4_frames.frame_columns`, shared with the native
+  reader.
 
 What it does not reproduce raises :class:`Unsupported` before the first chunk
 (python-can then reads the file): MDF 3 files, structure channels with
@@ -54,7 +57,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -76,19 +78,19 @@ from asammdf.blocks.v4_constants import (
 
 from vehicle_agent.errors import LogFormatError, SourceError
 from vehicle_agent.logs import Unsupported
-from vehicle_agent.logs.columns import (
-    BRS,
-    ERROR,
-    ESI,
-    EXTENDED,
-    FD,
-    REMOTE,
-    RX,
-    Channel,
-    FrameColumns,
-    concat,
-)
+from vehicle_agent.logs.columns import FrameColumns
 from vehicle_agent.logs.generic import READ_ERRORS
+from vehicle_agent.logs.mf4_frames import (
+    KINDS,
+    Group,
+    Layout,
+    check_mergeable,
+    cut_payload,
+    frame_columns,
+    keep,
+    merge,
+    rechunk,
+)
 
 __all__ = ["read"]
 
@@ -107,20 +109,6 @@ SIGNAL_DATA_PIECE = 4 << 20
 _READ_ERRORS: tuple[type[Exception], ...] = READ_ERRORS
 
 _MDF_MAGICS = (b"MDF     ", b"UnFinMF ")
-_ID_MASK = 0x1FFFFFFF
-_KINDS = ("CAN_DataFrame", "CAN_ErrorFrame", "CAN_RemoteFrame")
-_INTEGER = "uib"  # numpy kinds that python-can's int()/bool() read exactly
-
-
-class _Layout(Exception):
-    """A block's columns are not what this reader reproduces exactly."""
-
-
-@dataclass(slots=True)
-class _Group:
-    index: int
-    kind: str  # the structure channel's name, one of _KINDS
-    cycles: int
 
 
 def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
@@ -143,13 +131,13 @@ def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
         for group, stream in zip(groups, streams, strict=True):
             try:
                 firsts.append(next(stream))
-            except _Layout as exc:
+            except Layout as exc:
                 raise Unsupported(f"channel group {group.index}: {exc}") from exc
         if len(groups) > 1:
             for group, first in zip(groups, firsts, strict=True):
-                _check_mergeable(path, group, first.timestamp, 0)
-        ordered = _merge(path, groups, firsts, streams)
-        yield from _rechunk(ordered, chunk_frames)
+                check_mergeable(path, group, first.timestamp, 0)
+        ordered = merge(path, groups, firsts, streams)
+        yield from rechunk(ordered, chunk_frames)
 
 
 def _open(path: Path, resources: ExitStack) -> MDF:
@@ -211,9 +199,9 @@ def _close_half_built(exc: BaseException) -> None:
         traceback = traceback.tb_next
 
 
-def _frame_groups(mdf: MDF) -> list[_Group]:
+def _frame_groups(mdf: MDF) -> list[Group]:
     """The channel groups python-can reads frames from, in its order."""
-    found: list[_Group] = []
+    found: list[Group] = []
     for index, group in enumerate(cast("list[GroupV4]", mdf.groups)):  # MDF 4: checked on opening
         channel_group = group.channel_group
         source = channel_group.acq_source
@@ -226,7 +214,7 @@ def _frame_groups(mdf: MDF) -> list[_Group]:
         ):
             continue
         names = [channel.name for channel in group.channels]
-        kind = next((k for k in _KINDS if k in names), None)
+        kind = next((k for k in KINDS if k in names), None)
         if kind is None:
             continue
         structure = group.channels[names.index(kind)]
@@ -234,11 +222,11 @@ def _frame_groups(mdf: MDF) -> list[_Group]:
         # python-can fails on a block left empty: not worth reproducing.
         if structure.flags & (FLAG_CN_ALL_INVALID | FLAG_CN_INVALIDATION_PRESENT):
             raise Unsupported(f"channel group {index}: {kind} has invalidation bits")
-        found.append(_Group(index, kind, channel_group.cycles_nr))
+        found.append(Group(index, kind, channel_group.cycles_nr))
     return found
 
 
-def _split_signal_data(mdf4: MDF4, group: _Group) -> None:
+def _split_signal_data(mdf4: MDF4, group: Group) -> None:
     """Hand asammdf the group's uncompressed signal data blocks in pieces.
 
     For a block of records asammdf reads the signal data blocks from the one
@@ -266,7 +254,7 @@ def _pieces(block: SignalDataBlockInfo) -> Iterator[SignalDataBlockInfo]:
         yield SignalDataBlockInfo(block.address + at, size, DT_BLOCK, location=block.location)
 
 
-def _tell_vlsd_lengths(mdf4: MDF4, path: Path, group: _Group, per_call: int) -> None:
+def _tell_vlsd_lengths(mdf4: MDF4, path: Path, group: Group, per_call: int) -> None:
     """Find the longest sample of the group's VLSD components a block at a time.
 
     asammdf pads a VLSD byte array (CANedge's data bytes) to the longest sample
@@ -294,7 +282,7 @@ def _tell_vlsd_lengths(mdf4: MDF4, path: Path, group: _Group, per_call: int) -> 
         mdf4.vlsd_max_length[key] = longest
 
 
-def _longest_vlsd_sample(mdf4: MDF4, path: Path, group: _Group, index: int, per_call: int) -> int:
+def _longest_vlsd_sample(mdf4: MDF4, path: Path, group: Group, index: int, per_call: int) -> int:
     data_group = mdf4.groups[group.index]
     channel = data_group.channels[index]
     longest = 0
@@ -332,11 +320,11 @@ def _longest_vlsd_sample(mdf4: MDF4, path: Path, group: _Group, index: int, per_
 
 
 def _group_rows(
-    mdf: MDF, path: Path, group: _Group, start: float, per_call: int
+    mdf: MDF, path: Path, group: Group, start: float, per_call: int
 ) -> Iterator[FrameColumns]:
     """One channel group's frames, block by block, in record order.
 
-    Raises :class:`_Layout` from the first block only; later blocks that
+    Raises :class:`Layout` from the first block only; later blocks that
     python-can could read but this reader cannot raise LogFormatError.
     """
     # python-can reads the records of ceil(cycles / 1000) blocks of 1000 (more
@@ -357,7 +345,7 @@ def _group_rows(
             break
         try:
             rows = _columns(signal, group.kind, start)
-        except _Layout as exc:
+        except Layout as exc:
             if offset == 0:
                 raise
             raise LogFormatError(path, where, str(exc)) from exc
@@ -375,227 +363,26 @@ def _group_rows(
         )
 
 
-def _field(samples: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
-    values: npt.NDArray[Any] = samples[name]
-    if values.ndim != 1 or values.dtype.kind not in _INTEGER:
-        raise _Layout(f"{name} is {values.dtype} {values.shape[1:]}, not an integer")
-    return values
-
-
 def _columns(signal: Signal, kind: str, start: float) -> FrameColumns:
     """One asammdf block of a structure channel as columns, as python-can reads each record."""
     samples = signal.samples
     names: Sequence[str] = samples.dtype.names or ()
     if not names:
-        raise _Layout(f"{kind} is not a structure")
-    n = len(samples)
+        raise Layout(f"{kind} is not a structure")
     times = np.asarray(signal.timestamps)
     if times.dtype.kind not in "uif":
-        raise _Layout(f"time stamps are {times.dtype}")
+        raise Layout(f"time stamps are {times.dtype}")
     # python-can: float(time) + start, the same IEEE addition element by element.
     timestamp: npt.NDArray[np.float64] = times.astype(np.float64) + start
+    prefix = f"{kind}."
+    components = {n.removeprefix(prefix): samples[n] for n in names if n.startswith(prefix)}
 
-    def has(component: str) -> bool:
-        return f"{kind}.{component}" in names
+    def payload(
+        declared: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        raw: npt.NDArray[Any] = components["DataBytes"]
+        if raw.ndim != 2 or raw.dtype != np.uint8:
+            raise Layout(f"{kind}.DataBytes is {raw.dtype} {raw.shape[1:]}, not bytes")
+        return cut_payload(declared, raw.shape[1], lambda k, kept: keep(raw[:, :k], kept))
 
-    def column(component: str) -> npt.NDArray[Any]:
-        if not has(component):  # python-can would fail on the missing key
-            raise _Layout(f"no {kind}.{component} channel")
-        return _field(samples, f"{kind}.{component}")
-
-    def truth(component: str, default: bool, read: bool = True) -> npt.NDArray[np.bool_]:
-        # bool(x), or can.Message's default where python-can passes nothing.
-        if not (read and has(component)):
-            return np.full(n, default)
-        return np.asarray(column(component) != 0)
-
-    remote, error = kind == "CAN_RemoteFrame", kind == "CAN_ErrorFrame"
-    flags = np.zeros(n, dtype=np.uint8)
-    for bit, values in (
-        (EXTENDED, truth("IDE", True)),
-        (REMOTE, truth("RTR", remote, read=error)),
-        (ERROR, np.full(n, error)),
-        (FD, truth("EDL", False, read=not remote)),
-        (BRS, truth("BRS", False, read=not remote)),
-        (ESI, truth("ESI", False, read=not remote)),
-        (RX, _received(samples, f"{kind}.Dir", n)),
-    ):
-        flags |= values.astype(np.uint8) * np.uint8(bit)
-
-    if error and not has("ID"):
-        arbitration_id = np.zeros(n, dtype=np.uint32)
-    else:
-        # int(x) & 0x1FFFFFFF: the low 29 bits survive the cast to int64.
-        arbitration_id = (column("ID").astype(np.int64) & _ID_MASK).astype(np.uint32)
-
-    if remote or (error and not (has("DataLength") and has("DataBytes"))):
-        length = np.zeros(n, dtype=np.uint8)
-        data = np.zeros((n, 0), dtype=np.uint8)
-    else:
-        length, data = _payload(samples, kind, column("DataLength"))
-    if remote:
-        dlc_values = column("DLC").astype(np.int64)
-        if n and (dlc_values.min() < 0 or dlc_values.max() > 255):
-            raise _Layout("a remote frame's DLC is outside 0..255")
-        dlc = dlc_values.astype(np.uint8)
-    else:
-        dlc = length  # python-can passes no DLC: can.Message takes len(data)
-
-    if has("BusChannel"):
-        bus = column("BusChannel")
-        values, codes = np.unique(
-            bus.astype(np.int64) if bus.dtype.kind == "b" else bus, return_inverse=True
-        )
-        channels: list[Channel] = [int(v) for v in values.tolist()]
-        channel = codes.astype(np.int32)
-    else:
-        channels = [None]
-        channel = np.zeros(n, dtype=np.int32)
-    return FrameColumns(timestamp, arbitration_id, flags, dlc, length, data, channel, channels)
-
-
-def _received(samples: npt.NDArray[Any], name: str, n: int) -> npt.NDArray[np.bool_]:
-    """python-can's is_rx: Dir is 0, or the text "Rx"; True without a Dir channel."""
-    if name not in (samples.dtype.names or ()):
-        return np.ones(n, dtype=bool)
-    direction: npt.NDArray[Any] = samples[name]
-    if direction.ndim == 1 and direction.dtype.kind == "S":  # a value-to-text conversion
-        return np.asarray(direction == b"Rx")
-    return np.asarray(_field(samples, name) == 0)
-
-
-def _payload(
-    samples: npt.NDArray[Any], kind: str, declared: npt.NDArray[Any]
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """``DataBytes[i][:DataLength[i]]`` for every record: lengths and zero-padded rows."""
-    if f"{kind}.DataBytes" not in (samples.dtype.names or ()):
-        raise _Layout(f"no {kind}.DataBytes channel")
-    raw: npt.NDArray[Any] = samples[f"{kind}.DataBytes"]
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise _Layout(f"{kind}.DataBytes is {raw.dtype} {raw.shape[1:]}, not bytes")
-    width = raw.shape[1]
-    wanted = declared.astype(np.int64)
-    # A Python slice [:k]: k clipped to the row, counted from its end when negative.
-    sizes = np.where(wanted >= 0, np.minimum(wanted, width), np.maximum(wanted + width, 0))
-    if width > 255 and sizes.size and sizes.max() > 255:
-        raise _Layout(f"{kind} holds frames longer than 255 bytes")
-    longest = int(sizes.max()) if sizes.size else 0
-    data = raw[:, :longest].copy()  # a copy: asammdf's array stays as it was
-    data[np.arange(longest) >= sizes[:, None]] = 0
-    return sizes.astype(np.uint8), data
-
-
-def _check_mergeable(
-    path: Path, group: _Group, timestamp: npt.NDArray[np.float64], offset: int
-) -> None:
-    nan = np.flatnonzero(np.isnan(timestamp))
-    if nan.size:
-        raise LogFormatError(
-            path,
-            f"channel group {group.index}, frame {offset + int(nan[0])}",
-            "NaN time stamp in a file whose frame groups must be merged by time",
-        )
-
-
-def _merge(
-    path: Path,
-    groups: list[_Group],
-    firsts: list[FrameColumns],
-    streams: list[Iterator[FrameColumns]],
-) -> Iterator[FrameColumns]:
-    """All groups' frames in python-can's ``heapq.merge`` order, block by block."""
-    if len(groups) == 1:  # heapq.merge of one iterator compares nothing
-        yield firsts[0]
-        yield from streams[0]
-        return
-    count = len(groups)
-    pending: list[FrameColumns | None] = list(firsts)
-    keys: list[npt.NDArray[np.float64]] = [
-        np.maximum.accumulate(first.timestamp) for first in firsts
-    ]
-    peak = [float(key[-1]) for key in keys]  # each group's running maximum so far
-    seen = [len(first) for first in firsts]
-    active = set(range(count))
-    while True:
-        # No frame still to come sorts before (running maximum, group) of any
-        # group still being read; with none left, everything goes.
-        bound_key, bound_group = min((peak[g], g) for g in active) if active else (math.inf, count)
-        parts: list[FrameColumns] = []
-        part_keys: list[npt.NDArray[np.float64]] = []
-        for g, rows in enumerate(pending):
-            if rows is None:
-                continue
-            key = keys[g]
-            cut = int(np.searchsorted(key, bound_key, side="right" if g <= bound_group else "left"))
-            if cut:
-                parts.append(_take(rows, slice(0, cut)))
-                part_keys.append(key[:cut])
-            pending[g] = _take(rows, slice(cut, None)) if cut < len(rows) else None
-            keys[g] = key[cut:]
-        if parts:
-            merged = concat(parts)
-            yield _take(merged, np.argsort(np.concatenate(part_keys), kind="stable"))
-        if not active:
-            return
-        # All the bound group's frames left: read its next block.
-        try:
-            block = next(streams[bound_group])
-        except StopIteration:
-            active.discard(bound_group)
-            continue
-        _check_mergeable(path, groups[bound_group], block.timestamp, seen[bound_group])
-        seen[bound_group] += len(block)
-        running = np.maximum(np.maximum.accumulate(block.timestamp), peak[bound_group])
-        peak[bound_group] = float(running[-1])
-        held = pending[bound_group]
-        pending[bound_group] = block if held is None else concat([held, block])
-        keys[bound_group] = np.concatenate([keys[bound_group], running])
-
-
-def _rechunk(blocks: Iterator[FrameColumns], chunk_frames: int) -> Iterator[FrameColumns]:
-    """Blocks regrouped into chunks of exactly *chunk_frames* frames (the last one fewer)."""
-    position = 0
-    held: list[FrameColumns] = []
-    count = 0
-    for block in blocks:
-        if not len(block):
-            continue
-        held.append(block)
-        count += len(block)
-        if count < chunk_frames:
-            continue
-        rows = concat(held)
-        cut = 0
-        while len(rows) - cut >= chunk_frames:
-            yield _chunk(_take(rows, slice(cut, cut + chunk_frames)), position)
-            position += chunk_frames
-            cut += chunk_frames
-        held = [_take(rows, slice(cut, None))] if cut < len(rows) else []
-        count = len(rows) - cut
-    if count:
-        yield _chunk(concat(held), position)
-
-
-def _take(rows: FrameColumns, index: npt.NDArray[np.intp] | slice) -> FrameColumns:
-    return FrameColumns(
-        rows.timestamp[index],
-        rows.arbitration_id[index],
-        rows.flags[index],
-        rows.dlc[index],
-        rows.length[index],
-        rows.data[index],
-        rows.channel[index],
-        rows.channels,
-    )
-
-
-def _chunk(rows: FrameColumns, position: int) -> FrameColumns:
-    """*rows* as a chunk: its position, its own channels only, data no wider than its frames."""
-    channels, channel = rows.channels, rows.channel
-    used = np.bincount(channel, minlength=len(channels)) > 0
-    if not used.all():
-        channel = (np.cumsum(used, dtype=np.int32) - 1)[channel]
-        channels = [c for c, u in zip(channels, used.tolist(), strict=True) if u]
-    longest = int(rows.length.max()) if len(rows) else 0
-    data = np.ascontiguousarray(rows.data[:, :longest])
-    return replace(rows, data=data, channel=channel, channels=channels, first_position=position)
+    return frame_columns(kind, components, timestamp, payload)
