@@ -1,7 +1,8 @@
 """``telehub bench decode`` and the MF4 writer it relies on.
 
-A short run must print the promised JSON, and every way of decoding must have
-decoded the same number of frames from the same frames. The fast MF4 writer
+A short run must print the promised JSON (each path's peak memory included), and
+every way of decoding must have decoded the same number of frames from the same
+frames. The fast MF4 writer
 must write files python-can reads back frame for frame (timestamps bit for bit)
 and asammdf decodes. No test asserts a rate: timings on shared machines are noise.
 """
@@ -13,11 +14,12 @@ import json
 from pathlib import Path
 
 import can
-import numpy as np
 import pytest
 from asammdf import MDF
 
+from tests.tools.bench_recordings import mixed_recording
 from tools.bench.decoders import load_dbc
+from tools.bench.memory import PeakWatch
 from tools.bench.workload import (
     Recording,
     WorkloadError,
@@ -28,9 +30,11 @@ from tools.bench.workload import (
 )
 from tools.cli import main
 from tools.demo import demo_data
-from vehicle_agent.logs.columns import BRS, ESI, EXTENDED, FD, RX, FrameColumns
+from vehicle_agent.logs.columns import BRS, ESI, EXTENDED, FD, RX
 
 DRIVE = demo_data() / "drive-gnss" / "drive_545s.MF4"
+#: Whether this system lets a process reset and read its peak memory (Linux 4.0+).
+PEAK_KNOWN = PeakWatch().peak() is not None
 DBC = demo_data() / "drive-gnss" / "canmod-gps.dbc"
 
 
@@ -64,6 +68,16 @@ def test_bench_decode_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert {run[path]["frames"] for path in full} == {3000}
         assert {decoded[path] for path in full} == {run["naive"]["frames_decoded"]}
         assert 0 < decoded["naive"] < 3000  # the drive has frames the DBC does not define
+        peaks = entry["peak_rss_bytes"]
+        assert set(peaks) == paths
+        for path in paths:
+            assert peaks[path] == run[path]["peak_rss_bytes"]  # the largest of one repeat
+            if PEAK_KNOWN:
+                assert 32 * 2**20 < peaks[path] < 64 * 2**30, (fmt, path)  # a Python process
+                if path != "cantools_cli":  # in-process: at least where the path started
+                    assert 0 < run[path]["start_rss_bytes"] <= peaks[path], (fmt, path)
+            else:
+                assert peaks[path] is None
     cli = summary["candump"]
     assert cli["cantools_cli_frames"] == 500
     assert cli["runs"][0]["cantools_cli"]["frames"] == 500
@@ -80,6 +94,7 @@ def test_bench_decode_table(capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "frames per CPU-second" in out
+    assert "peak RSS, MiB" in out
     assert "naive loop" in out
     assert "(agree)" in out
 
@@ -155,32 +170,7 @@ def test_write_mf4_round_trip(tmp_path: Path) -> None:
 
 
 def test_write_mf4_fd_extended_and_sent_frames(tmp_path: Path) -> None:
-    n = 6
-    data = np.zeros((n, 64), dtype=np.uint8)
-    lengths = np.array([0, 8, 12, 64, 3, 48], dtype=np.uint8)
-    for row, size in enumerate(lengths):
-        data[row, :size] = np.arange(size, dtype=np.uint8) + row
-    fd = np.array([False, False, True, True, False, True])
-    extended = np.array([False, True, False, True, False, True])
-    rx = np.array([True, False, True, True, False, True])
-    brs = np.array([False, False, True, False, False, True])
-    esi = np.array([False, False, False, True, False, True])
-    flags = extended * EXTENDED | rx * RX | fd * FD | brs * BRS | esi * ESI
-    recording = Recording(
-        FrameColumns(
-            timestamp=np.array([0.0, 0.001, 0.5, 0.75, 1.25, 3.0]),
-            arbitration_id=np.array(
-                [0x7FF, 0x1FFFFFFF, 0x123, 0x10, 0x0, 0x18FEF100], dtype=np.uint32
-            ),
-            flags=flags.astype(np.uint8),
-            dlc=np.where(fd, lengths, np.minimum(lengths, 8)).astype(np.uint8),
-            length=lengths,
-            data=data,
-            channel=np.array([0, 1, 2, 3, 1, 0], dtype=np.int32),
-            channels=[0, 1, 2, 3],
-        ),
-        skipped=0,
-    )
+    recording = mixed_recording()
     path = tmp_path / "fd.mf4"
     write_mf4(recording, path, 9)
     with can.LogReader(str(path)) as reader:

@@ -22,7 +22,10 @@ time, after ``gc.collect()``; the order of the paths rotates from repeat to
 repeat, and each path first runs once untimed on a small log (imports, caches).
 Figures are frames read per CPU-second, medians of ``--repeats``; ratios are
 medians of the per-repeat ratios. Every path also reports how many frames it
-decoded, and the run fails when they disagree for the same frames.
+decoded (the run fails when they disagree for the same frames) and its peak
+resident memory (``peak_rss_bytes``, the largest of the repeats; see
+:mod:`tools.bench.memory`): for in-process paths the process's own from just
+before the path, the libraries and the recording included.
 
 The default data is the bundled 545 s drive (65,296 frames) replayed with its
 time shifted until ``--frames`` (default 1,000,000) frames; ``--log``/``--dbc``
@@ -41,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,6 +354,7 @@ def summarize(setup: Setup, runs: dict[str, list[dict[str, PathRun]]]) -> dict[s
             path: round(statistics.median(r[path].per_wall_s for r in fmt_runs), 1)
             for path in w.paths
         }
+        entry["peak_rss_bytes"] = {path: _peak(r[path] for r in fmt_runs) for path in w.paths}
         entry["frames_decoded"], entry["decoded_agree"] = _cross_check(w, fmt_runs)
         summary["decoded_agree"] = summary["decoded_agree"] and entry["decoded_agree"]
         entry["runs"] = [
@@ -358,6 +363,11 @@ def summarize(setup: Setup, runs: dict[str, list[dict[str, PathRun]]]) -> dict[s
         ]
         summary[w.fmt] = entry
     return summary
+
+
+def _peak(runs: Iterable[PathRun]) -> int | None:
+    peaks = [run.peak_rss_bytes for run in runs]
+    return None if None in peaks else max(p for p in peaks if p is not None)
 
 
 def _cross_check(w: Workload, runs: list[dict[str, PathRun]]) -> tuple[dict[str, Any], bool]:
@@ -417,6 +427,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         style = "bold" if path == "telehub" else None
         t.add_row(_LABELS[path], *cells, style=style)
     console.print(t)
+    _print_memory(s, console)
     for fmt in formats:
         e = s[fmt]
         if "cantools_cli_frames" in e:
@@ -439,6 +450,30 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             )
         verdict = "[green]agree[/]" if e["decoded_agree"] else "[red]DISAGREE[/]"
         console.print(f"{fmt}: frames decoded: {counts} ({verdict})")
+
+
+def _print_memory(s: dict[str, Any], console: Console) -> None:
+    t = Table(title="peak RSS, MiB", title_justify="left")
+    t.add_column("path")
+    for fmt in s["formats"]:
+        t.add_column(fmt, justify="right")
+    for path in PATHS:
+        peaks = [s[fmt]["peak_rss_bytes"].get(path, "-") for fmt in s["formats"]]
+        cells = [p if p in ("-", None) else f"{p / 2**20:,.0f}" for p in peaks]
+        t.add_row(_LABELS[path], *("n/a" if c is None else c for c in cells))
+    console.print(t)
+    starts = [
+        run[path]["start_rss_bytes"]
+        for fmt in s["formats"]
+        for run in s[fmt]["runs"]
+        for path in s[fmt]["peak_rss_bytes"]
+        if path != "cantools_cli" and run[path]["start_rss_bytes"] is not None
+    ]
+    own = f" ({min(starts) / 2**20:,.0f} MiB before they start)" if starts else ""
+    console.print(
+        f"peak RSS: in-process paths include this process's own memory{own}: the "
+        "libraries and the recording; the cantools CLI is a process of its own"
+    )
 
 
 def _count(value: Any) -> str:

@@ -1,10 +1,12 @@
 """The ways ``telehub bench decode`` decodes a log, each timed the same way.
 
 Every runner takes a log and returns a :class:`PathRun`: frames read, frames
-decoded (for the cross-check between paths), CPU and wall seconds. In-process
-paths are timed with ``time.process_time()`` (all threads) and
-``time.perf_counter()`` after ``gc.collect()``; the cantools CLI runs in a child
-process, timed by its rusage. See :mod:`tools.bench.decode` for what is compared.
+decoded (for the cross-check between paths), CPU and wall seconds, and the peak
+resident memory. In-process paths are timed with ``time.process_time()`` (all
+threads) and ``time.perf_counter()`` after ``gc.collect()``, their peak memory
+is the process's during the run (:class:`tools.bench.memory.PeakWatch`); the
+cantools CLI runs in a child process, timed and measured by its own rusage.
+See :mod:`tools.bench.decode` for what is compared.
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ import gc
 import io
 import itertools
 import json
-import resource
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -27,6 +26,8 @@ from typing import Any
 import can
 import cantools
 from cantools.database.errors import DecodeError, UnsupportedDatabaseFormatError
+
+from tools.bench.memory import PeakWatch, run_python
 
 __all__ = [
     "BenchError",
@@ -56,6 +57,10 @@ class PathRun:
     decoded_head: int | None = None
     #: How telehub read and decoded the log, from its summary.
     reader: str | None = None
+    #: Peak resident set during the run (this process's, or the child's), in bytes.
+    peak_rss_bytes: int | None = None
+    #: This process's resident set when the run started (in-process paths).
+    start_rss_bytes: int | None = None
 
     @property
     def per_cpu_s(self) -> float:
@@ -74,6 +79,8 @@ class PathRun:
             "wall_seconds": round(self.wall_seconds, 4),
             "frames_per_cpu_s": round(self.per_cpu_s, 1),
             "frames_per_wall_s": round(self.per_wall_s, 1),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "start_rss_bytes": self.start_rss_bytes,
             **({"reader": self.reader} if self.reader else {}),
         }
 
@@ -96,10 +103,19 @@ Counts = tuple[int, int | None, int | None]  # frames read, decoded, not decoded
 
 def _timed(work: Callable[[], Counts]) -> PathRun:
     gc.collect()
+    memory = PeakWatch()
     cpu, wall = time.process_time(), time.perf_counter()
     frames, decoded, errors = work()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return PathRun(frames, decoded, cpu, wall, errors)
+    return PathRun(
+        frames,
+        decoded,
+        cpu,
+        wall,
+        errors,
+        peak_rss_bytes=memory.peak(),
+        start_rss_bytes=memory.start_bytes,
+    )
 
 
 def run_telehub(log: Path, dbc: Path, tmp: Path) -> PathRun:
@@ -204,26 +220,27 @@ def run_asammdf(log: Path, dbc: Path) -> PathRun:
 
 
 def run_cantools_cli(log: Path, dbc: Path, tmp: Path, frames: int) -> PathRun:
-    """``python -m cantools decode DBC < log`` in a child process; its CPU from rusage.
+    """``python -m cantools decode DBC < log`` in a child process; its CPU and memory from rusage.
 
     The output goes to a temporary file: a frame it decoded is a line ending in
     ``" ::"`` (the signals follow on the next lines), one it did not ends in the
     reason.
     """
-    out = tmp / "cantools-cli.out"
-    command = [sys.executable, "-m", "cantools", "decode", str(dbc)]
+    out, errors = tmp / "cantools-cli.out", tmp / "cantools-cli.err"
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = time.perf_counter()
-    with log.open("rb") as stdin, out.open("wb") as stdout:
-        done = subprocess.run(command, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - wall
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with log.open("rb") as stdin, out.open("wb") as stdout, errors.open("wb") as stderr:
+        done = run_python(
+            "cantools",
+            ["decode", str(dbc)],
+            report=tmp / "cantools-cli.peak",
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         if done.returncode != 0:
-            reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-            raise BenchError(f"cantools decode exited with {done.returncode}: {reason[0]}")
+            last = errors.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+            raise BenchError(f"cantools decode exited with {done.returncode}: {last[0]}")
         decoded = lines = 0
         with out.open("rb") as text:
             for line in text:
@@ -233,6 +250,14 @@ def run_cantools_cli(log: Path, dbc: Path, tmp: Path, frames: int) -> PathRun:
                         decoded += 1
     finally:
         out.unlink(missing_ok=True)
+        errors.unlink(missing_ok=True)
     if lines != frames:
         raise BenchError(f"cantools decode parsed {lines:,} of {frames:,} candump lines")
-    return PathRun(frames, decoded, cpu, wall, frames - decoded)
+    return PathRun(
+        frames,
+        decoded,
+        done.cpu_seconds,
+        done.wall_seconds,
+        frames - decoded,
+        peak_rss_bytes=done.peak_rss_bytes,
+    )
