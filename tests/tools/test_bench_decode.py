@@ -206,6 +206,9 @@ def test_write_mf4_rejects_wide_bus_channels(tmp_path: Path) -> None:
         (["--repeats", "0"], "--repeats"),
         (["--frames", "0"], "--frames"),
         (["--cli-frames", "-1"], "--cli-frames"),
+        (["--big-log", "1M", "--formats", "asc"], "no fast writer for asc"),
+        (["--big-log", "lots"], "takes a size such as 1.2G"),
+        (["--big-log", "0"], "at least one byte"),
     ],
 )
 def test_bench_decode_bad_input(

@@ -33,6 +33,10 @@ take a recording of your own instead. Remote and error frames are left out of
 the written logs. MF4 is written in CANedge's layout by
 :func:`tools.bench.workload.write_mf4`, the other formats by python-can's
 writers. These machines are shared and noisy: read the medians and the ratios.
+
+``--big-log SIZE`` measures something else: ``telehub decode``'s peak memory
+and speed, in a child process, on a log of SIZE (1.2G, say) per format and on
+one a tenth the size (see :mod:`tools.bench.biglog`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import cantools
 from rich.console import Console
 from rich.table import Table
 
+from tools.bench import biglog
 from tools.bench.decoders import (
     BenchError,
     PathRun,
@@ -126,6 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--repeats", type=int, default=3, help="runs of each path (default: 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    biglog.add_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -166,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
             raise BenchError(f"--cli-frames must be 0 or more, got {args.cli_frames}")
         formats = parse_formats(args.formats)
         source, dbc = _inputs(args.log, args.dbc)
+        if args.big_log is not None:
+            return biglog.run(args, source, dbc, formats, console)
         with tempfile.TemporaryDirectory(prefix="telehub-bench-") as tmp:
             summary = bench(
                 source, dbc, Path(tmp), formats, args.frames, args.cli_frames, args.repeats, console

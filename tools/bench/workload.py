@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -316,7 +316,9 @@ _HD_AT = 64
 _HD_SIZE = 104
 
 
-def write_mf4(recording: Recording, path: Path, frames: int) -> int:
+def write_mf4(
+    recording: Recording, path: Path, frames: int, progress: Callable[[int], None] | None = None
+) -> int:
     """Write *frames* frames of *recording* as an MF4 file laid out as CANedge's.
 
     python-can's MF4 writer manages ~4.5k frames/s (1M frames would take minutes)
@@ -327,6 +329,7 @@ def write_mf4(recording: Recording, path: Path, frames: int) -> int:
     payload in a VLSD signal data block), time in float64 seconds since the
     header's start (a whole second chosen so that python-can and asammdf read
     every timestamp back exactly). Remote and error frames are not written.
+    *progress* is called with the frames written so far.
     """
     if frames < 1:
         raise WorkloadError(f"--frames must be at least 1, got {frames}")
@@ -365,7 +368,7 @@ def write_mf4(recording: Recording, path: Path, frames: int) -> int:
             out.write(_identification() + bytes(_HD_SIZE))
             dt_at = out.tell()
             out.write(_header(b"##DT", [], 24 + frames * _RECORD.itemsize))
-            pass_offset = 0
+            pass_offset = done = 0
             for count, shift in passes:
                 for lo in range(0, count, _MF4_CHUNK):
                     hi = min(lo + _MF4_CHUNK, count)
@@ -373,6 +376,9 @@ def write_mf4(recording: Recording, path: Path, frames: int) -> int:
                     chunk["time"] = (recording.timestamps[lo:hi] + shift) - start
                     chunk["payload"] += np.uint64(pass_offset)
                     out.write(chunk.tobytes())
+                    done += hi - lo
+                    if progress is not None:
+                        progress(done)
                 pass_offset += int(entry_end[count - 1])
             _pad(out)
             sd_at = out.tell()
