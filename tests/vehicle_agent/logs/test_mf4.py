@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -24,13 +24,18 @@ from vehicle_agent.logs import (
     fast_reader_for,
     generic,
     mf4,
+    mf4_native,
     read_columns,
 )
+from vehicle_agent.logs.columns import FrameColumns
 
 ROOT = Path(__file__).resolve().parents[3]
 TP_DIR = ROOT / "tests" / "data" / "css-electronics" / "transport-protocols"
 DRIVE = ROOT / "tools" / "demo_data" / "drive-gnss" / "drive_545s.MF4"
 TRUCK = ROOT / "tools" / "demo_data" / "truck-j1939" / "truck_idle_127s.MF4"
+
+
+Read = Callable[[Path, int], Iterator[FrameColumns]]
 
 
 @functools.cache
@@ -42,10 +47,10 @@ def python_can_fields(path: Path) -> list[Fields]:
         reader.stop()
 
 
-def fast_fields(path: Path, chunk_frames: int) -> list[Fields]:
+def fast_fields(path: Path, chunk_frames: int, read: Read = mf4.read) -> list[Fields]:
     out: list[Fields] = []
     position = 0
-    for chunk in mf4.read(path, chunk_frames):
+    for chunk in read(path, chunk_frames):
         assert 0 < len(chunk) <= chunk_frames
         assert chunk.first_position == position
         position += len(chunk)
@@ -254,11 +259,12 @@ def test_file_cut_in_its_data_gives_the_frames_before_the_cut(tmp_path: Path) ->
     assert fast_fields(path, 1000) == expected
 
 
-def test_garbage_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", [mf4.read, mf4_native.read_native], ids=["asammdf", "native"])
+def test_garbage_file(tmp_path: Path, read: Read) -> None:
     path = tmp_path / "noise.mf4"
     path.write_bytes(np.random.default_rng(1).bytes(5000))
     with pytest.raises(LogFormatError, match=r"noise\.mf4' at header: not an MDF file"):
-        list(mf4.read(path, 1000))
+        list(read(path, 1000))
 
 
 def test_corrupt_data_block(tmp_path: Path) -> None:
