@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,8 +53,11 @@ from sqlalchemy import (
     Engine,
     Integer,
     Table,
+    bindparam,
     create_engine,
     event,
+    func,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -69,6 +73,7 @@ __all__ = [
     "DAY_US",
     "SQLITE_BUSY_TIMEOUT_MS",
     "MissingPartition",
+    "NewestUpsert",
     "SamplePartitions",
     "copy_data",
     "create_catch_all_partitions",
@@ -77,7 +82,6 @@ __all__ = [
     "insert_ignoring_conflicts",
     "is_sample_partition",
     "schema_transaction",
-    "upsert_keeping_newest",
     "write_samples",
 ]
 
@@ -189,28 +193,66 @@ def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:
     return statement
 
 
-def upsert_keeping_newest(
-    engine: Engine,
-    table: Table,
-    *,
-    key: Sequence[Column[Any]],
-    order: Column[Any],
-    update: Sequence[Column[Any]],
-) -> Insert:
+class NewestUpsert:
     """Insert rows, or update the existing row of the same key unless it is newer.
 
     ``order`` decides "newer": the stored row is replaced when the incoming
     ``order`` value is greater than or equal to the stored one, so an old batch
-    arriving late never hides a newer value.
+    arriving late never hides a newer value. The rows' keys must be distinct.
+    Columns in ``shared`` take one value for every row.
+
+    SQLite takes the rows as an ``executemany``; PostgreSQL takes them as one
+    statement over arrays (``INSERT ... SELECT FROM unnest(...)``), one
+    round trip and one plan however many rows, where an ``executemany`` costs
+    driver work and a statement per row.
     """
-    statement = _insert(engine, table)
-    excluded = statement.excluded
-    upsert: Insert = statement.on_conflict_do_update(
-        index_elements=list(key),
-        set_={column.name: excluded[column.name] for column in (order, *update)},
-        where=excluded[order.name] >= order,
-    )
-    return upsert
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Table,
+        *,
+        key: Sequence[Column[Any]],
+        order: Column[Any],
+        update: Sequence[Column[Any]],
+        shared: Sequence[Column[Any]] = (),
+    ) -> None:
+        self._arrays = engine.dialect.name == "postgresql"
+        names = [column.name for column in table.columns]
+        shared_names = {column.name for column in shared}
+        self._varying = [name for name in names if name not in shared_names]
+        statement = _insert(engine, table)
+        if self._arrays:
+            arrays = (
+                bindparam(name, type_=postgresql.ARRAY(table.c[name].type))
+                for name in self._varying
+            )
+            # render_derived names the columns: "AS anon_1(signal_id, ...)".
+            rows = func.unnest(*arrays).table_valued(*self._varying).render_derived()
+            values = (
+                bindparam(name, type_=table.c[name].type) if name in shared_names else rows.c[name]
+                for name in names
+            )
+            statement = statement.from_select(names, select(*values))
+        excluded = statement.excluded
+        self._statement: Insert = statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={column.name: excluded[column.name] for column in (order, *update)},
+            where=excluded[order.name] >= order,
+        )
+
+    def execute(
+        self, conn: Connection, shared: dict[str, Any], columns: dict[str, Sequence[Any]]
+    ) -> None:
+        """Upsert the rows given as ``columns`` (equal lengths) in ``conn``'s transaction."""
+        if self._arrays:
+            conn.execute(self._statement, {**shared, **columns})
+            return
+        names = list(columns)
+        rows = zip(*columns.values(), strict=True)
+        conn.execute(
+            self._statement, [{**shared, **dict(zip(names, row, strict=True))} for row in rows]
+        )
 
 
 # ---------------------------------------------------------------------- sample partitions
@@ -288,9 +330,15 @@ class SamplePartitions:
         """Create whichever partitions the timestamps ``ts_us`` (and the next day) lack."""
         if not self._enabled:
             return
-        today = int(datetime.now(UTC).timestamp() * 1_000_000) // DAY_US
-        days = np.unique(np.asarray(ts_us, dtype=np.int64) // DAY_US)
-        wanted = {today, today + 1}.union(days.tolist())
+        today = int(time.time() * 1_000_000) // DAY_US
+        wanted = {today, today + 1}
+        times = np.asarray(ts_us, dtype=np.int64)
+        if len(times):
+            first, last = int(times.min()) // DAY_US, int(times.max()) // DAY_US
+            # A batch covers a second or so: every day from its first to its last
+            # is cheaper than finding the distinct ones, unless the clock jumped.
+            days = range(first, last + 1) if last - first < 3 else np.unique(times // DAY_US)
+            wanted.update(int(day) for day in days)
         missing = {day for day in wanted if _FIRST_DAY <= day < _END_DAY} - self._known
         if missing:
             self._create(missing)

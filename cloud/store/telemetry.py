@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, case, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
 
 from cloud.domain import (
     Eviction,
@@ -28,9 +37,9 @@ from cloud.errors import StoreError
 from cloud.store.base import StoreBase, now, require_vehicle, table
 from cloud.store.dialect import (
     MissingPartition,
+    NewestUpsert,
     SamplePartitions,
     insert_ignoring_conflicts,
-    upsert_keeping_newest,
     write_samples,
 )
 from cloud.store.models import (
@@ -50,6 +59,7 @@ _BATCHES = table(Batch)
 _LATEST = table(LatestState)
 _EVICTIONS = table(EvictionRow)
 _TRIGGERS = table(TriggerRow)
+_VEHICLES = table(Vehicle)
 
 
 class TelemetryStore(StoreBase):
@@ -60,15 +70,38 @@ class TelemetryStore(StoreBase):
         # The same two statements serve every batch: build them once per store.
         # RETURNING tells a new ledger row from a skipped one on every driver
         # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
-        self._ledger_insert = insert_ignoring_conflicts(engine, _BATCHES).returning(
-            _BATCHES.c.sequence
+        # The vehicle is looked up by the same statement (one round trip less per
+        # batch); no row back means a duplicate, or a vehicle not enrolled.
+        ledger = [_BATCHES.c.sequence, _BATCHES.c.samples, _BATCHES.c.received_at]
+        self._ledger_insert = (
+            insert_ignoring_conflicts(engine, _BATCHES)
+            .from_select(
+                ["vehicle_id", *(column.name for column in ledger)],
+                select(Vehicle.id, *(bindparam(c.name, type_=c.type) for c in ledger)).where(
+                    Vehicle.vehicle_id == bindparam("vehicle")
+                ),
+            )
+            .returning(_BATCHES.c.vehicle_id)
         )
-        self._latest_upsert = upsert_keeping_newest(
+        self._latest_upsert = NewestUpsert(
             engine,
             _LATEST,
             key=[_LATEST.c.vehicle_id, _LATEST.c.signal_id],
             order=_LATEST.c.ts_us,
             update=[_LATEST.c.value, _LATEST.c.updated_at],
+            shared=[_LATEST.c.vehicle_id, _LATEST.c.updated_at],
+        )
+        newer = bindparam("sequence", type_=BigInteger)
+        self._vehicle_seen = (
+            update(Vehicle)
+            .where(Vehicle.id == bindparam("pk"))
+            .values(
+                last_seen_at=bindparam("seen", type_=_VEHICLES.c.last_seen_at.type),
+                # Batches may commit out of order (two streams): only ever move forward.
+                last_sequence=case(
+                    (Vehicle.last_sequence < newer, newer), else_=Vehicle.last_sequence
+                ),
+            )
         )
         self._partitions = SamplePartitions(engine)
 
@@ -129,33 +162,30 @@ class TelemetryStore(StoreBase):
         received = now()
         count = len(samples)
         with self._connection("ingest batch") as conn:
-            pk = require_vehicle(conn, vehicle_id)
-            ledger = conn.execute(
+            pk = conn.execute(
                 self._ledger_insert,
                 {
-                    "vehicle_id": pk,
+                    "vehicle": vehicle_id,
                     "sequence": sequence,
                     "samples": count,
                     "received_at": received,
                 },
-            )
-            if ledger.first() is None:
+            ).scalar()
+            if pk is None:
+                require_vehicle(conn, vehicle_id)
                 conn.rollback()
                 return IngestResult(stored=0, duplicate=True)
             if count:
                 write_samples(conn, _SAMPLES, pk, samples)
-                conn.execute(
-                    self._latest_upsert,
-                    [
-                        {
-                            "vehicle_id": pk,
-                            "signal_id": sid,
-                            "ts_us": ts,
-                            "value": value,
-                            "updated_at": received,
-                        }
-                        for sid, (ts, value) in newest_per_signal(samples)
-                    ],
+                newest = newest_per_signal(samples)
+                self._latest_upsert.execute(
+                    conn,
+                    {"vehicle_id": pk, "updated_at": received},
+                    {
+                        "signal_id": [sid for sid, _ in newest],
+                        "ts_us": [ts for _, (ts, _) in newest],
+                        "value": [value for _, (_, value) in newest],
+                    },
                 )
             if evictions:
                 conn.execute(
@@ -186,18 +216,7 @@ class TelemetryStore(StoreBase):
                         for item in triggers
                     ],
                 )
-            conn.execute(
-                update(Vehicle)
-                .where(Vehicle.id == pk)
-                .values(
-                    last_seen_at=received,
-                    # Batches may commit out of order (two streams): only ever move forward.
-                    last_sequence=case(
-                        (Vehicle.last_sequence < sequence, sequence),
-                        else_=Vehicle.last_sequence,
-                    ),
-                )
-            )
+            conn.execute(self._vehicle_seen, {"pk": pk, "seen": received, "sequence": sequence})
             conn.commit()
         return IngestResult(stored=count, duplicate=False)
 
