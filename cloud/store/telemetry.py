@@ -36,11 +36,11 @@ from cloud.domain import (
 from cloud.errors import StoreError
 from cloud.store.base import StoreBase, now, require_vehicle, table
 from cloud.store.dialect import (
+    BatchWriter,
     MissingPartition,
     NewestUpsert,
     SamplePartitions,
     insert_ignoring_conflicts,
-    write_samples,
 )
 from cloud.store.models import (
     Batch,
@@ -67,7 +67,7 @@ class TelemetryStore(StoreBase):
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        # The same two statements serve every batch: build them once per store.
+        # The same statements serve every batch: build them once per store.
         # RETURNING tells a new ledger row from a skipped one on every driver
         # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
         # The vehicle is looked up by the same statement (one round trip less per
@@ -103,7 +103,10 @@ class TelemetryStore(StoreBase):
                 ),
             )
         )
+        self._evictions_insert = _EVICTIONS.insert()
+        self._triggers_insert = _TRIGGERS.insert()
         self._partitions = SamplePartitions(engine)
+        self._batches = BatchWriter(engine, _SAMPLES)
 
     def last_sequence(self, vehicle_id: str) -> int:
         """Highest batch sequence stored for the vehicle, 0 when none is."""
@@ -162,7 +165,8 @@ class TelemetryStore(StoreBase):
         received = now()
         count = len(samples)
         with self._connection("ingest batch") as conn:
-            pk = conn.execute(
+            batch = self._batches.begin(conn)
+            pk = batch.claim(
                 self._ledger_insert,
                 {
                     "vehicle": vehicle_id,
@@ -170,26 +174,26 @@ class TelemetryStore(StoreBase):
                     "samples": count,
                     "received_at": received,
                 },
-            ).scalar()
+            )
             if pk is None:
                 require_vehicle(conn, vehicle_id)
                 conn.rollback()
                 return IngestResult(stored=0, duplicate=True)
             if count:
-                write_samples(conn, _SAMPLES, pk, samples)
+                batch.copy_samples(pk, samples)
                 newest = newest_per_signal(samples)
-                self._latest_upsert.execute(
-                    conn,
-                    {"vehicle_id": pk, "updated_at": received},
-                    {
-                        "signal_id": [sid for sid, _ in newest],
-                        "ts_us": [ts for _, (ts, _) in newest],
-                        "value": [value for _, (_, value) in newest],
-                    },
+                columns: dict[str, list[Any]] = {
+                    "signal_id": [sid for sid, _ in newest],
+                    "ts_us": [ts for _, (ts, _) in newest],
+                    "value": [value for _, (_, value) in newest],
+                }
+                shared = {"vehicle_id": pk, "updated_at": received}
+                batch.execute(
+                    self._latest_upsert.statement, self._latest_upsert.params(shared, columns)
                 )
             if evictions:
-                conn.execute(
-                    _EVICTIONS.insert(),
+                batch.execute(
+                    self._evictions_insert,
                     [
                         {
                             "vehicle_id": pk,
@@ -203,8 +207,8 @@ class TelemetryStore(StoreBase):
                     ],
                 )
             if triggers:
-                conn.execute(
-                    _TRIGGERS.insert(),
+                batch.execute(
+                    self._triggers_insert,
                     [
                         {
                             "vehicle_id": pk,
@@ -216,8 +220,8 @@ class TelemetryStore(StoreBase):
                         for item in triggers
                     ],
                 )
-            conn.execute(self._vehicle_seen, {"pk": pk, "seen": received, "sequence": sequence})
-            conn.commit()
+            batch.execute(self._vehicle_seen, {"pk": pk, "seen": received, "sequence": sequence})
+            batch.commit()
         return IngestResult(stored=count, duplicate=False)
 
     # ------------------------------------------------------------------ read side
