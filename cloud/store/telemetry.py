@@ -136,7 +136,8 @@ class TelemetryStore(StoreBase):
         exists the batch was stored before and nothing at all is written. The
         primary key decides, so two streams racing with the same batch store it
         once (the loser waits for the winner's commit, then sees the conflict).
-        Returns only after the commit.
+        Returns only after the commit. How the statements travel (one binary
+        COPY for the samples on PostgreSQL) is the dialect's ``Batch``.
 
         The samples' time partitions are made first, outside the transaction
         (see ``SamplePartitions``), so a day no partition covers yet never fails
