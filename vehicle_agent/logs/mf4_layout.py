@@ -62,7 +62,7 @@ class Samples:
 
     data: Bytes
     heads: npt.NDArray[np.intp]
-    lengths: npt.NDArray[np.uint64]
+    lengths: npt.NDArray[np.uint32]
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,21 +313,22 @@ class _SignalData:
     def samples(self, offsets: npt.NDArray[np.uint64]) -> Samples:
         """Where the samples at *offsets* are; Corrupt for offsets going back or past the data."""
         if not len(offsets):
-            return Samples(self._data, np.empty(0, dtype=np.intp), offsets)
+            return Samples(self._data, np.empty(0, dtype=np.intp), np.empty(0, dtype=np.uint32))
         first, last = int(offsets[0]), int(offsets[-1])
         if first < self._low or (offsets[1:] < offsets[:-1]).any():
             raise Corrupt("signal data", f"VLSD offsets go backwards (offset {first})")
         if last + 4 > self._size:
             raise Corrupt("signal data", f"VLSD offset {last} past the end of the signal data")
         self._fill(last + 4, first)
-        heads = (offsets - np.uint64(self._low)).astype(np.intp)
-        lengths = self._data.u32[heads].astype(np.uint64)
-        end = int((offsets + lengths).max()) + 4
+        at = offsets.view(np.int64)  # below 2**63: checked against the data's size
+        heads = at - self._low
+        lengths = self._data.u32[heads]
+        end = int((at + lengths).max()) + 4
         if end > self._size:
             raise Corrupt("signal data", "a VLSD sample runs past the end of the signal data")
         if end > self._end:
             self._fill(end, first)
-            heads = (offsets - np.uint64(self._low)).astype(np.intp)
+            heads = at - self._low
         return Samples(self._data, heads, lengths)
 
 

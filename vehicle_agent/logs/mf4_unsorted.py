@@ -276,9 +276,9 @@ class _VlsdIndex:
     def __init__(self, piece: _Piece, vlsd_id: int, start: int) -> None:
         self.data = piece.data
         self.heads = piece.starts[piece.ids == vlsd_id] + 1
-        self.lengths = self.data.u32[self.heads].astype(np.uint64)
+        self.lengths = self.data.u32[self.heads]
         # A record is its length and that many bytes: length + 4 kept to 32 bits.
-        sizes = (self.lengths + np.uint64(4)) & np.uint64(0xFFFFFFFF)
+        sizes = (self.lengths + np.uint32(4)).astype(np.uint64)
         self.offsets = np.cumsum(sizes) - sizes + np.uint64(start)
         self.end = start + int(sizes.sum())
 
