@@ -41,7 +41,7 @@ ReaderChoice = Literal["auto", "fast", "python-can"]
 #: ``vehicle_agent.logs`` that reads it.
 FAST_READERS: dict[str, str] = {
     ".blf": "blf",
-    ".mf4": "mf4",
+    ".mf4": "mf4_native",  # which hands what it does not read to "mf4" (asammdf)
     ".log": "candump",
     ".log.gz": "candump",
     ".asc": "asc",
