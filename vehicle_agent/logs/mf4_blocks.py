@@ -4,9 +4,9 @@
 the identification block, the header's start time, the data groups with their
 channel groups, channels, conversions and sources (:func:`data_groups`), the
 data block lists of a data group or of a channel's signal data
-(:func:`extents`: DT, SD, DZ, DL, HL) and their bytes a piece at a time
-(:func:`stream`: stored bytes read as they are, a DZ block inflated whole, its
-transposition undone). Every length and link is checked against the file, so a
+(:func:`extents`: DT, SD, DZ, DL, HL) and their bytes a buffer at a time
+(:class:`DataStream`: stored bytes read as they are, a DZ block inflated whole,
+its transposition undone). Every length and link is checked against the file, so a
 damaged file raises :class:`Corrupt` naming where, never an ``IndexError``.
 A block kind, a compression or a metadata feature the reader does not handle
 raises :class:`vehicle_agent.logs.Unsupported`.
@@ -36,11 +36,11 @@ __all__ = [
     "Conversion",
     "Corrupt",
     "DataGroup",
+    "DataStream",
     "Extent",
     "data_groups",
     "extents",
     "start_fields",
-    "stream",
 ]
 
 #: Bytes of a stored (uncompressed) data block read at a time.
@@ -327,25 +327,42 @@ def _extent(blocks: BlockFile, at: int, kind: bytes) -> Iterator[Extent]:
         yield Extent(start + _DZ_DATA.size, stored, size, zip_type, parameter)
 
 
-def stream(
-    blocks: BlockFile, parts: list[Extent], piece: int, limit: int
-) -> Iterator[npt.NDArray[np.uint8]]:
-    """The first *limit* bytes of the data of *parts*, in pieces of about *piece* bytes."""
-    left = limit
-    for part in parts:
-        if left <= 0:
-            return
-        if part.zip_type is None:
-            end = min(part.size, left)
-            for offset in range(0, end, piece):
-                out = np.empty(min(piece, end - offset), dtype=np.uint8)
-                blocks.readinto(part.at + offset, out)
-                yield out
-            left -= end
-            continue
-        data = inflate(blocks, part)
-        yield data[:left]
-        left -= part.size
+class DataStream:
+    """The first *limit* bytes of the data of *parts*, read forward into the caller's buffers.
+
+    Stored bytes are read straight into the buffer; a DZ block is inflated whole
+    when the reading reaches it, and kept until it has all been read.
+    """
+
+    def __init__(self, blocks: BlockFile, parts: list[Extent], limit: int) -> None:
+        self._blocks = blocks
+        self._parts = iter(parts)
+        self._left = limit  # bytes still to give
+        self._part: Extent | None = None
+        self._done = 0  # bytes of the current part given
+        self._inflated: npt.NDArray[np.uint8] | None = None
+
+    def read_into(self, out: npt.NDArray[np.uint8]) -> int:
+        """Fill *out* with the next bytes; how many there were (fewer only at the end)."""
+        filled = 0
+        while filled < len(out) and self._left > 0:
+            part = self._part
+            if part is None or self._done == part.size:
+                part = self._part = next(self._parts, None)
+                if part is None:
+                    break
+                self._done = 0
+                self._inflated = inflate(self._blocks, part) if part.zip_type is not None else None
+            count = min(len(out) - filled, part.size - self._done, self._left)
+            target = out[filled : filled + count]
+            if self._inflated is None:
+                self._blocks.readinto(part.at + self._done, target)
+            else:
+                target[:] = self._inflated[self._done : self._done + count]
+            filled += count
+            self._done += count
+            self._left -= count
+        return filled
 
 
 def inflate(blocks: BlockFile, part: Extent) -> npt.NDArray[np.uint8]:

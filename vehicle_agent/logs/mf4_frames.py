@@ -147,6 +147,14 @@ def _codes(bus: npt.NDArray[Any]) -> tuple[list[Channel], npt.NDArray[np.int32]]
     """The distinct channel numbers in order, and each frame's index among them."""
     if bus.dtype.kind == "b":
         bus = bus.astype(np.int64)
+    if not len(bus):
+        return [], np.zeros(0, dtype=np.int32)
+    # Most logs hold one or two buses: told apart by comparisons, not sorted.
+    low, high = bus.min(), bus.max()
+    if low == high:
+        return [int(low)], np.zeros(len(bus), dtype=np.int32)
+    if not ((bus != low) & (bus != high)).any():
+        return [int(low), int(high)], (bus == high).astype(np.int32)
     if bus.dtype.kind == "u" and bus.dtype.itemsize <= 2:  # counted rather than sorted
         present = np.bincount(bus) > 0
         ranks = np.cumsum(present, dtype=np.int32) - 1

@@ -60,10 +60,10 @@ from vehicle_agent.logs.mf4_blocks import (
     ChannelGroup,
     Corrupt,
     DataGroup,
+    DataStream,
     data_groups,
     extents,
     start_fields,
-    stream,
 )
 from vehicle_agent.logs.mf4_frames import (
     WORD_KEEP,
@@ -245,9 +245,19 @@ def _sorted_plan(
     dtype = plan.dtype()
 
     def records() -> Iterator[npt.NDArray[np.void]]:
-        pieces = stream(blocks, parts, per_block * record_size, limit)
-        for block in _record_blocks(pieces, record_size, per_block):
-            yield np.frombuffer(block, dtype=dtype)
+        data = DataStream(blocks, parts, limit)
+        carried = np.empty(0, dtype=np.uint8)  # a record cut by the end of a buffer
+        while True:
+            buffer = np.empty(per_block * record_size, dtype=np.uint8)
+            buffer[: len(carried)] = carried
+            count = data.read_into(buffer[len(carried) :])
+            if not count:
+                return
+            held = len(carried) + count
+            whole = held // record_size * record_size
+            if whole:
+                yield np.frombuffer(buffer[:whole], dtype=dtype)
+            carried = buffer[whole:held].copy()
 
     if plan.payload != "vlsd":
         plan.blocks = lambda: (Block(records) for records in records())
@@ -259,27 +269,13 @@ def _sorted_plan(
     sd_size = sum(part.size for part in sd_parts)
 
     def vlsd_blocks() -> Iterator[Block]:
-        signal = _SignalData(stream(blocks, sd_parts, PIECE, sd_size), sd_size)
+        signal = _SignalData(DataStream(blocks, sd_parts, sd_size), sd_size)
         for rows in records():
             offsets = rows["payload"].astype(np.uint64)
             yield Block(rows, signal.samples(offsets))
 
     plan.blocks = vlsd_blocks
     return plan
-
-
-def _record_blocks(
-    pieces: Iterator[npt.NDArray[np.uint8]], record_size: int, per_block: int
-) -> Iterator[npt.NDArray[np.uint8]]:
-    """The bytes of *pieces* in blocks of at most *per_block* whole records."""
-    held = np.empty(0, dtype=np.uint8)
-    block_bytes = per_block * record_size
-    for piece in pieces:
-        data = np.concatenate([held, piece]) if held.size else piece
-        whole = len(data) // record_size * record_size
-        for at in range(0, whole, block_bytes):
-            yield data[at : min(at + block_bytes, whole)]
-        held = data[whole:].copy()
 
 
 class _SignalData:
@@ -289,26 +285,30 @@ class _SignalData:
     for their samples in order (offsets never going back).
     """
 
-    def __init__(self, pieces: Iterator[npt.NDArray[np.uint8]], size: int) -> None:
-        self._pieces: Iterator[npt.NDArray[np.uint8]] | None = pieces
+    def __init__(self, data: DataStream, size: int) -> None:
+        self._stream = data
         self._size = size
         self._data = Bytes(np.zeros(SPARE, dtype=np.uint8))
         self._low = 0  # the data offset of the buffer's first byte
         self._end = 0  # the data offset after the last byte held
 
     def _fill(self, end: int, keep: int) -> None:
-        """Read on until the data up to *end* is held, forgetting what is before *keep*."""
-        pieces = [self._data.buffer[keep - self._low : self._end - self._low]]
-        while self._end < end and self._pieces is not None:
-            piece = next(self._pieces, None)
-            if piece is None:
-                self._pieces = None
-                break
-            pieces.append(piece)
-            self._end += len(piece)
-        if len(pieces) > 1:
-            self._data = Bytes(np.concatenate([*pieces, np.zeros(SPARE, dtype=np.uint8)]))
-            self._low = keep
+        """Read on until the data up to *end* is held, forgetting what is before *keep*.
+
+        The data is read a piece (:data:`PIECE` bytes) at least at a time, into a
+        new buffer after the bytes kept.
+        """
+        if end <= self._end:
+            return
+        held = self._data.buffer[keep - self._low : self._end - self._low]
+        wanted = max(end - self._end, min(PIECE, self._size - self._end))
+        buffer = np.zeros(len(held) + wanted + SPARE, dtype=np.uint8)
+        buffer[: len(held)] = held
+        self._end += self._stream.read_into(buffer[len(held) : len(held) + wanted])
+        self._data = Bytes(buffer)
+        self._low = keep
+        if self._end < end:
+            raise Corrupt("signal data", f"signal data ends at byte {self._end}, before {end}")
 
     def samples(self, offsets: npt.NDArray[np.uint64]) -> Samples:
         """Where the samples at *offsets* are; Corrupt for offsets going back or past the data."""
@@ -428,6 +428,6 @@ def _rows(
     """The first *width* bytes at each of *starts*, zeroed from ``kept[i]`` on, by 8-byte words."""
     words = -(-width // 8)
     at = starts[:, None] + 8 * np.arange(words) if words > 1 else starts[:, None]
-    rows = data.u64[at] & WORD_KEEP[kept, :words]
+    rows = data.v64[at].view("<u8") & WORD_KEEP[kept, :words]
     out: npt.NDArray[np.uint8] = rows.view(np.uint8)[:, :width]
     return out

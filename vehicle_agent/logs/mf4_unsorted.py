@@ -265,7 +265,7 @@ class _Blocks:
             raw = np.ascontiguousarray(rows[heads])
         else:
             at = heads[:, None] + 8 * np.arange(self._words) if self._words > 1 else heads[:, None]
-            raw = np.ascontiguousarray(piece.data.u64[at])
+            raw = np.ascontiguousarray(piece.data.v64[at])
         records: npt.NDArray[np.void] = raw.view(self._dtype)[:, 0]
         return records
 
