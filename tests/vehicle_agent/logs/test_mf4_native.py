@@ -122,6 +122,53 @@ def test_unsorted_data_in_small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
         assert native_fields(path, 1000) == python_can_fields(path)
 
 
+def write_raw_canedge(path: Path, frames: int, seed: int) -> Path:
+    """An unfinished CANedge file (the truck's blocks) holding data, error and remote frames.
+
+    Records are written in the truck's unsorted data group: data frames (id 1)
+    with their data bytes in VLSD records (id 2) now after, now before them,
+    error frames (id 3) and remote frames (id 4), time stamps out of order.
+    """
+    original = TRUCK.read_bytes()
+    head = original[: original.index(b"##DT", 14000) + 24]  # the DT block's length: unset
+    rng = np.random.default_rng(seed)
+    out, offset = bytearray(), 0
+    for i in range(frames):
+        ns = (i + rng.normal(0, 3)) * 1e6  # time: f8 nanoseconds (times 1e-9: seconds)
+        kind = rng.choice(["data", "data", "data", "error", "remote"])
+        bus_ide = int(rng.integers(0, 4)) << 1 | int(rng.integers(0, 2))
+        ident = int(rng.integers(0, 1 << 29)) << 3 | bus_ide
+        if kind == "error":
+            out += b"\x03" + struct.pack("<dB", ns, int(rng.integers(0, 256)))
+        elif kind == "remote":
+            length_dir = int(rng.integers(0, 9)) << 1 | int(rng.integers(0, 2))
+            dlc = int(rng.integers(0, 16)) << 4
+            out += b"\x04" + struct.pack("<dIBB", ns, ident, length_dir, dlc)
+        else:
+            size = int(rng.choice([0, 3, 8, 12, 64]))
+            fd_dlc = int(rng.integers(0, 256))
+            record = b"\x01" + struct.pack("<dIBBQ", ns, ident, size << 1 | i % 2, fd_dlc, offset)
+            sample = b"\x02" + struct.pack("<I", size) + rng.bytes(size)
+            out += record + sample if rng.random() < 0.7 else sample + record
+            offset += 4 + size
+    path.write_bytes(head + bytes(out))
+    return path
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_raw_layout_with_several_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    # Small pieces: records carried over, samples found in the piece before.
+    monkeypatch.setattr(mf4_unsorted, "_READ_CHUNK", 4000)
+    path = write_raw_canedge(tmp_path / "raw.mf4", 3000, seed)
+    expected = python_can_fields(path)
+    assert len(expected) == 3000
+    assert {(f[3], f[4]) for f in expected} == {(False, False), (True, False), (False, True)}
+    assert native_fields(path, 1000) == expected
+    assert native_fields(path, 1) == expected
+
+
 def test_records_found_as_asammdf_sorts_them() -> None:
     """The vectorised split finds the records asammdf's C sort finds, junk included."""
     rng = np.random.default_rng(11)
