@@ -86,10 +86,10 @@ def frame_columns(
             raise Layout(f"no {kind}.{component} channel")
         return _integer(components[component], f"{kind}.{component}")
 
-    def truth(component: str, default: bool, read: bool = True) -> npt.NDArray[np.bool_]:
+    def truth(component: str, default: bool, read: bool = True) -> npt.NDArray[np.bool_] | bool:
         # bool(x), or can.Message's default where python-can passes nothing.
         if not (read and component in components):
-            return np.full(n, default)
+            return default
         return np.asarray(column(component) != 0)
 
     remote, error = kind == "CAN_RemoteFrame", kind == "CAN_ErrorFrame"
@@ -97,13 +97,16 @@ def frame_columns(
     for bit, values in (
         (EXTENDED, truth("IDE", True)),
         (REMOTE, truth("RTR", remote, read=error)),
-        (ERROR, np.full(n, error)),
+        (ERROR, error),
         (FD, truth("EDL", False, read=not remote)),
         (BRS, truth("BRS", False, read=not remote)),
         (ESI, truth("ESI", False, read=not remote)),
-        (RX, _received(components, f"{kind}.Dir", n)),
+        (RX, _received(components, f"{kind}.Dir")),
     ):
-        flags |= values.astype(np.uint8) * np.uint8(bit)
+        if isinstance(values, bool):  # the same for every frame
+            flags |= np.uint8(bit if values else 0)
+        else:  # a bool is a byte of 0 or 1: shifted to the flag's bit
+            flags |= values.view(np.uint8) << np.uint8(bit.bit_length() - 1)
 
     if error and "ID" not in components:
         arbitration_id = np.zeros(n, dtype=np.uint32)
@@ -170,12 +173,12 @@ def _integer(values: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:
 
 
 def _received(
-    components: Mapping[str, npt.NDArray[Any]], name: str, n: int
-) -> npt.NDArray[np.bool_]:
+    components: Mapping[str, npt.NDArray[Any]], name: str
+) -> npt.NDArray[np.bool_] | bool:
     """python-can's is_rx: Dir is 0, or the text "Rx"; True without a Dir channel."""
     suffix = name.rsplit(".", 1)[1]
     if suffix not in components:
-        return np.ones(n, dtype=bool)
+        return True
     direction = components[suffix]
     if direction.ndim == 1 and direction.dtype.kind == "S":  # a value-to-text conversion
         return np.asarray(direction == b"Rx")
@@ -198,7 +201,10 @@ def cut_payload(
     """
     wanted = declared.astype(np.int64)
     # A Python slice [:k]: k clipped to the row, counted from its end when negative.
-    sizes = np.where(wanted >= 0, np.minimum(wanted, width), np.maximum(wanted + width, 0))
+    if declared.dtype.kind == "u":
+        sizes = np.minimum(wanted, width)
+    else:
+        sizes = np.where(wanted >= 0, np.minimum(wanted, width), np.maximum(wanted + width, 0))
     if sizes.size and sizes.max() > 255:
         raise Layout("frames longer than 255 bytes")
     longest = int(sizes.max()) if sizes.size else 0

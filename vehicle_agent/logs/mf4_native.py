@@ -302,9 +302,11 @@ class _SignalData:
             return
         held = self._data.buffer[keep - self._low : self._end - self._low]
         wanted = max(end - self._end, min(PIECE, self._size - self._end))
-        buffer = np.zeros(len(held) + wanted + SPARE, dtype=np.uint8)
+        buffer = np.empty(len(held) + wanted + SPARE, dtype=np.uint8)
         buffer[: len(held)] = held
-        self._end += self._stream.read_into(buffer[len(held) : len(held) + wanted])
+        count = self._stream.read_into(buffer[len(held) : len(held) + wanted])
+        buffer[len(held) + count :] = 0
+        self._end += count
         self._data = Bytes(buffer)
         self._low = keep
         if self._end < end:
@@ -341,7 +343,7 @@ class _Longest:
         self._known: int | None = None
 
     def width(self, beyond: npt.NDArray[Any]) -> int:
-        """A width that clips lengths *beyond* their samples as the longest sample does."""
+        """A width that clips the lengths *beyond* their samples as the longest sample does."""
         most = int(beyond.max()) if beyond.size else 0
         if most <= self.seen:
             return self.seen
@@ -414,7 +416,7 @@ def _columns(plan: Plan, block: Block, longest: _Longest, start: float) -> Frame
             return cut_payload(declared, plan.width, lambda k, kept: keep(raw[:, :k], kept))
         lengths = samples.lengths
         longest.seen = max(longest.seen, int(lengths.max()))
-        width = longest.width(np.where(declared > lengths, declared, 0))
+        width = longest.width(declared[declared > lengths])
         rows = partial(_rows, samples.data, samples.heads + 4)
         return cut_payload(declared, width, rows, lengths)
 
