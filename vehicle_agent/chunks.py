@@ -58,7 +58,9 @@ class FrameChunk(Frames, Protocol):
 
     def __len__(self) -> int: ...
 
-    def frames(self) -> list[Frame]: ...
+    def frames(self, *, rows: IntArray | None = None) -> list[Frame]:
+        """The frames (of *rows* only, if given) as :class:`Frame` objects."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

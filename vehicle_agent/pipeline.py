@@ -151,14 +151,15 @@ class Pipeline:
         # between them, which the per-frame path takes in order below.
         samples = chunks.decode(chunk, plain)
         stamps = microseconds(chunk.timestamp)
-        frames = chunk.frames() if singles.shape[0] else []
+        # Frame objects for the per-frame rows only.
+        frames = iter(chunk.frames(rows=singles) if singles.shape[0] else [])
         closed: list[Batch] = []
         start = 0
         for single in [*singles.tolist(), size]:
             if single > start:
                 closed += self._run(chunk, samples, stamps, start, single, first_position)
             if single < size:
-                closed += self._one(frames[single], first_position + single)
+                closed += self._one(next(frames), first_position + single)
             start = single + 1
         return closed
 

@@ -181,6 +181,7 @@ class LogSource(_Closing):
         open_reader(path).stop()
         self._chunks: Iterator[Any] | None = None
         self._by_channel: dict[str, int] = {}
+        self._python_can = False  # the fast reader declined the file already
 
     def __iter__(self) -> Iterator[Frame]:
         if self._closed:
@@ -199,7 +200,10 @@ class LogSource(_Closing):
         if self.realtime:
             return None
         chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
-        return None if chunks is None else self._named(chunks)
+        if chunks is None:
+            self._python_can = True  # iterating will not ask the fast reader again
+            return None
+        return self._named(chunks)
 
     def _named(self, chunks: Iterator[FrameColumns]) -> Iterator[FrameColumns]:
         self._chunks = chunks
@@ -218,7 +222,11 @@ class LogSource(_Closing):
             yield chunk
 
     def _frames(self) -> Iterator[Frame]:
-        chunks = open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
+        chunks = (
+            None
+            if self._python_can
+            else open_fast(self.path, chunk_frames=self._chunk_frames, reader=self.reader)
+        )
         if chunks is not None:
             for chunk in self._named(chunks):
                 yield from chunk.frames()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import can
+import numpy as np
 import pytest
 
 from tests.vehicle_agent.logs.messages import fields
@@ -71,3 +72,11 @@ def test_frames_rename_channels_as_text_and_keep_the_others() -> None:
 def test_a_chunk_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="chunk_frames"):
         list(columns_from_messages(_messages(), 0))
+
+
+def test_frames_of_some_rows_are_those_rows_of_all_frames() -> None:
+    (chunk,) = list(columns_from_messages(_messages()))
+    names = {"0": "powertrain"}
+    rows = np.array([0, 2, len(chunk) - 1], dtype=np.intp)
+    every = chunk.frames(names)
+    assert chunk.frames(names, rows=rows) == [every[r] for r in rows.tolist()]
