@@ -1,4 +1,4 @@
-"""Composition root of the cloud: wires settings, tenant stores and the gateway.
+"""Composition root of the cloud: wires settings, tenant stores, the event bus and the gateway.
 
 ``serve`` is what ``telehub cloud serve`` runs; ``enroll`` is what an operator
 runs to admit a vehicle and hand its agent a credential.
@@ -16,6 +16,7 @@ from datetime import timedelta
 from cloud.auth import issue_token
 from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
+from cloud.events import EventBus, open_bus
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
 
@@ -33,6 +34,8 @@ async def serve(
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
+    The event bus (``settings.event_bus``) is opened first and closed last, so
+    the streams finishing in the grace period still publish their commits.
     Running streams get ``settings.grace_seconds`` to finish; every tenant store
     is closed afterwards. ``on_started`` receives the running server (its port).
     """
@@ -47,24 +50,41 @@ async def serve(
             installed.append(signum)
     registry = TenantRegistry(settings)
     try:
-        server = await start_gateway(settings, registry)
-        try:
-            logger.info(
-                "gateway listening on %s for tenants %s",
-                server.target,
-                ", ".join(registry.tenants) or "(none)",
-            )
-            if on_started is not None:
-                on_started(server)
-            await stop.wait()
-            logger.info("stopping the gateway")
-        finally:
-            # Also on cancellation: the grace period still applies.
-            await server.stop(settings.grace_seconds)
+        bus = await open_bus(
+            settings.event_bus,
+            capacity=settings.event_bus_capacity,
+            max_deliver=settings.event_max_deliver,
+        )
+        async with bus:
+            await _serve_with(settings, registry, bus, stop, on_started)
     finally:
         registry.close()
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+async def _serve_with(
+    settings: CloudSettings,
+    registry: TenantRegistry,
+    bus: EventBus,
+    stop: asyncio.Event,
+    on_started: Callable[[GatewayServer], None] | None,
+) -> None:
+    server = await start_gateway(settings, registry, bus=bus)
+    try:
+        logger.info(
+            "gateway listening on %s for tenants %s, event bus %s",
+            server.target,
+            ", ".join(registry.tenants) or "(none)",
+            settings.event_bus,
+        )
+        if on_started is not None:
+            on_started(server)
+        await stop.wait()
+        logger.info("stopping the gateway")
+    finally:
+        # Also on cancellation: the grace period still applies.
+        await server.stop(settings.grace_seconds)
 
 
 def enroll(

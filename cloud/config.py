@@ -5,6 +5,10 @@ and passed down; nothing here runs at import time. Nested values use ``__``,
 e.g. ``TELEHUB_TENANTS__ACME__TOKEN_SECRET=...`` or
 ``TELEHUB_TENANTS__ACME__DATABASE_URL=postgresql+psycopg://...``.
 
+``event_bus`` (``TELEHUB_EVENT_BUS``) is ``memory`` (the in-process bus, for
+one process) or the URL of a NATS server with JetStream, ``nats://host:port``,
+shared by every gateway and worker process of the deployment.
+
 ``default_consent`` is the consent a vehicle has until its owner's consent is
 set (consent version 0); a tenant may override the deployment's default. See
 ``cloud.control`` for how version 0 is agreed with the car.
@@ -24,6 +28,7 @@ __all__ = ["MIN_SECRET_BYTES", "CloudSettings", "TenantSettings"]
 
 _TENANT_NAME = re.compile(r"[a-z0-9_-]{1,63}")
 _LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(?P<port>\d{1,5})")
+_NATS_URL = re.compile(r"(nats|tls)://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s\[\]@]+):(?P<port>\d{1,5})")
 
 #: HS256 keys shorter than the hash output weaken the signature (and PyJWT warns).
 MIN_SECRET_BYTES = 32
@@ -67,6 +72,15 @@ class CloudSettings(BaseSettings):
     #: How often a live session re-reads its vehicle's plan and consent versions, so
     #: that a change made by another process (the CLI, another gateway) reaches the car.
     control_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: ``memory`` or ``nats://host:port`` (see the module docstring).
+    event_bus: str = "memory"
+    #: Unacknowledged messages the bus holds per consumer (memory) or per tenant
+    #: stream (NATS) before a publish is refused.
+    event_bus_capacity: int = Field(default=100_000, ge=1)
+    #: Deliveries of a message whose handler keeps failing, before it is dead-lettered.
+    event_max_deliver: int = Field(default=5, ge=1, le=1000)
+    #: Attempts to publish a commit notification before it is counted as lost.
+    event_publish_attempts: int = Field(default=3, ge=1, le=10)
 
     @field_validator("listen")
     @classmethod
@@ -74,6 +88,18 @@ class CloudSettings(BaseSettings):
         match = _LISTEN.fullmatch(value)
         if match is None or int(match["port"]) > 65535:
             raise ValueError(f"listen must be host:port with a port 0-65535, got {value!r}")
+        return value
+
+    @field_validator("event_bus")
+    @classmethod
+    def _valid_event_bus(cls, value: str) -> str:
+        if value == "memory":
+            return value
+        match = _NATS_URL.fullmatch(value)
+        if match is None or int(match["port"]) > 65535:
+            raise ValueError(
+                f"event_bus must be 'memory' or nats://host:port (tls://host:port), got {value!r}"
+            )
         return value
 
     @field_validator("tenants")

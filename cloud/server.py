@@ -26,6 +26,7 @@ from cloud.auth import TokenVerifier
 from cloud.config import CloudSettings
 from cloud.control import ControlHub, ControlService
 from cloud.errors import ListenError
+from cloud.events import CommitNotifier, EventBus
 from cloud.gateway import TelemetryGatewayServicer
 from cloud.store import TenantRegistry
 from telehub.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -47,8 +48,10 @@ class GatewayServer:
         health_servicer: HealthServicer,
         target: str,
         control: ControlService,
+        notifier: CommitNotifier | None = None,
     ) -> None:
         self._server = server
+        self._notifier = notifier
         self._health = health_servicer
         self._target = target
         self._control = control
@@ -69,6 +72,11 @@ class GatewayServer:
     def control(self) -> ControlService:
         """Sets plans and consent; this server's live sessions hear of it at once."""
         return self._control
+
+    @property
+    def notifier(self) -> CommitNotifier | None:
+        """Publishes commits to the event bus and counts failures; ``None`` without a bus."""
+        return self._notifier
 
     @property
     def stopped(self) -> bool:
@@ -109,11 +117,14 @@ async def start_gateway(
     *,
     verifier: TokenVerifier | None = None,
     hub: ControlHub | None = None,
+    bus: EventBus | None = None,
 ) -> GatewayServer:
     """Bind ``settings.listen`` and start serving; the registry stays the caller's to close.
 
     ``hub`` connects control changes to the live sessions; by default the server
-    has its own (reach it through ``GatewayServer.control``).
+    has its own (reach it through ``GatewayServer.control``). With a ``bus``
+    (the caller's to close, after the server), every committed batch and fault
+    report is published on it; ``GatewayServer.notifier`` counts what was not.
     """
     hub = hub if hub is not None else ControlHub()
     server = grpc.aio.server(
@@ -129,12 +140,16 @@ async def start_gateway(
             ("grpc.keepalive_timeout_ms", 20_000),
         ],
     )
+    notifier = (
+        CommitNotifier(bus, attempts=settings.event_publish_attempts) if bus is not None else None
+    )
     servicer = TelemetryGatewayServicer(
         registry,
         verifier if verifier is not None else TokenVerifier(settings.token_secrets()),
         max_batch_samples=settings.max_batch_samples,
         hub=hub,
         control_poll_seconds=settings.control_poll_seconds,
+        notifier=notifier,
     )
     telemetry_pb2_grpc.add_TelemetryGatewayServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
@@ -154,6 +169,7 @@ async def start_gateway(
         health_servicer,
         _dial_target(settings.listen, port),
         ControlService(registry, hub),
+        notifier,
     )
 
 

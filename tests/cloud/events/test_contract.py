@@ -267,3 +267,16 @@ async def test_one_durable_name_cannot_change_its_filter(buses: Buses, tenant: s
     await subscription.close()
     with pytest.raises(InvalidSubject, match="fixed"):
         await bus.subscribe(faults(tenant), "fixed", Collector())
+
+
+async def test_a_new_consumer_starts_with_what_is_published_after_it(
+    buses: Buses, tenant: str
+) -> None:
+    bus = await buses.open()
+    await bus.publish(batches(tenant), b"before anyone listened", msg_id="0")
+    collector = Collector()
+    await bus.subscribe(batches(tenant), "latecomer", collector)
+    await bus.publish(batches(tenant), b"after", msg_id="1")
+    await collector.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert collector.data == [b"after"]

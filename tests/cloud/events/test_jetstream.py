@@ -1,0 +1,99 @@
+"""What only the NATS JetStream bus does: streams per tenant, a dead process, a bad URL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.js import api
+
+from cloud.errors import BusUnavailable
+from cloud.events.jetstream import NatsBus
+from cloud.events.subjects import batches, stream_name
+from tests.cloud.events.conftest import Collector
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+async def bus(nats_url: str, tenant: str) -> AsyncIterator[NatsBus]:
+    bus = NatsBus(capacity=500, ack_wait=1.0, fetch_wait=0.2, retry_delay=0.02)
+    await bus.connect(nats_url)
+    yield bus
+    await bus.close()
+    cleaner = NatsBus()
+    await cleaner.connect(nats_url)
+    await cleaner.remove_tenant(tenant)
+    await cleaner.close()
+
+
+async def test_each_tenant_gets_one_bounded_interest_stream(
+    bus: NatsBus, nats_url: str, tenant: str
+) -> None:
+    await bus.publish(batches(tenant), b"x", msg_id="1")
+    second = NatsBus(capacity=500)
+    await second.connect(nats_url)
+    try:
+        await second.publish(batches(tenant), b"y", msg_id="2")  # finds it, creates nothing
+    finally:
+        await second.close()
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(stream_name(tenant))
+    finally:
+        await nc.close()
+    config = info.config
+    assert config.subjects == [f"telehub.{tenant}.>"]
+    assert config.retention == api.RetentionPolicy.INTEREST
+    assert config.discard == api.DiscardPolicy.NEW
+    assert config.max_msgs == 500
+    assert config.duplicate_window == pytest.approx(120.0)
+    # No consumer was interested: nothing was kept.
+    assert info.state.messages == 0
+
+
+async def test_a_new_connection_gets_what_a_dead_consumer_never_acked(
+    bus: NatsBus, nats_url: str, tenant: str
+) -> None:
+    stuck = asyncio.Event()
+
+    async def hangs(delivery: object) -> None:
+        await stuck.wait()
+
+    first = Collector(hangs)
+    await bus.subscribe(batches(tenant), "survivor", first)
+    await bus.publish(batches(tenant), b"work", msg_id="w")
+    await first.wait_for(1)
+    await bus.abandon()  # as a killed process: no ack, no nak
+
+    later = NatsBus(ack_wait=1.0, fetch_wait=0.2)
+    await later.connect(nats_url)
+    try:
+        second = Collector()
+        started = time.monotonic()
+        await later.subscribe(batches(tenant), "survivor", second)
+        [again] = await second.wait_for(1)
+        assert (again.data, again.attempt) == (b"work", 2)
+        # It came back when the server gave up waiting for the ack, not before.
+        assert time.monotonic() - started > 0.3
+    finally:
+        await later.close()
+
+
+async def test_an_unreachable_server_fails_the_connect() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, not listening: connections are refused
+        bus = NatsBus()
+        with pytest.raises(BusUnavailable, match=f"127.0.0.1:{port}"):
+            await asyncio.wait_for(bus.connect(f"nats://127.0.0.1:{port}", attempts=1), 10)
+
+
+async def test_a_closed_bus_refuses_to_publish(bus: NatsBus, tenant: str) -> None:
+    await bus.close()
+    with pytest.raises(BusUnavailable):
+        await bus.publish(batches(tenant), b"late", msg_id="1")
