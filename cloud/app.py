@@ -85,6 +85,14 @@ async def _serve_with(
     finally:
         # Also on cancellation: the grace period still applies.
         await server.stop(settings.grace_seconds)
+        notifier = server.notifier
+        logger.info(
+            "gateway on %s stopped after %d stream(s); %d commit(s) published, %d not",
+            server.target,
+            server.streams,
+            notifier.published if notifier is not None else 0,
+            notifier.failed if notifier is not None else 0,
+        )
 
 
 def enroll(

@@ -114,6 +114,8 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
     ) -> None:
         self._registry = registry
         self._notifier = notifier
+        #: Streams opened on this servicer (authenticated or not).
+        self.streams = 0
         self._verifier = verifier
         self._max_batch_samples = max_batch_samples
         self._hub = hub
@@ -124,6 +126,7 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
         request_iterator: AsyncIterator[telemetry_pb2.VehicleMessage],
         context: Context,
     ) -> AsyncIterator[telemetry_pb2.CloudMessage]:
+        self.streams += 1
         try:
             identity = self._authenticate(context)
         except AuthError as exc:

@@ -49,7 +49,9 @@ class GatewayServer:
         target: str,
         control: ControlService,
         notifier: CommitNotifier | None = None,
+        servicer: TelemetryGatewayServicer | None = None,
     ) -> None:
+        self._servicer = servicer
         self._server = server
         self._notifier = notifier
         self._health = health_servicer
@@ -72,6 +74,11 @@ class GatewayServer:
     def control(self) -> ControlService:
         """Sets plans and consent; this server's live sessions hear of it at once."""
         return self._control
+
+    @property
+    def streams(self) -> int:
+        """Vehicle streams this server opened since it started."""
+        return self._servicer.streams if self._servicer is not None else 0
 
     @property
     def notifier(self) -> CommitNotifier | None:
@@ -170,6 +177,7 @@ async def start_gateway(
         _dial_target(settings.listen, port),
         ControlService(registry, hub),
         notifier,
+        servicer,
     )
 
 

@@ -26,6 +26,7 @@ from cloud.control import ControlService
 from cloud.domain import FaultEntry, Purpose
 from cloud.errors import InvalidPlan
 from cloud.store import TenantRegistry, TenantStore
+from tools.workers import run_workers
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +35,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = cloud_sub.add_parser("serve", help="run the gRPC gateway until interrupted")
     _common(s)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="gateway processes sharing the address, the stores and the event bus (default 1)",
+    )
     s.set_defaults(handler=_serve)
 
     e = cloud_sub.add_parser("enroll", help="enroll a vehicle in a tenant and print its token")
@@ -94,9 +102,35 @@ def _settings(args: argparse.Namespace) -> CloudSettings:
     return CloudSettings(**overrides)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    asyncio.run(serve(_settings(args)))
-    return 0
+    settings = _settings(args)
+    if args.workers == 1:
+        # One line on stdout once the port is bound (the port picked for :0), for
+        # people, scripts and the --workers supervisor, which waits for it.
+        asyncio.run(
+            serve(
+                settings,
+                on_started=lambda server: print(f"listening on {server.target}", flush=True),
+            )
+        )
+        return 0
+    return asyncio.run(
+        run_workers(
+            settings,
+            args.workers,
+            verbose=getattr(args, "verbose", 0),
+            on_listening=lambda listen: print(
+                f"{args.workers} gateway workers listening on {listen}", flush=True
+            ),
+        )
+    )
 
 
 def _enroll(args: argparse.Namespace) -> int:
