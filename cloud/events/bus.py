@@ -200,9 +200,11 @@ class EventBus(ABC):
     async def publish(self, subject: str, data: bytes, *, msg_id: str) -> None:
         """Store ``data`` on ``subject`` for every consumer whose filter matches.
 
-        Returns once the bus holds the message. Raises ``BusFull``,
-        ``BusUnavailable`` or ``InvalidSubject``; nothing was published then,
-        and retrying with the same ``msg_id`` is safe.
+        Returns once the bus holds the message. Raises ``BusFull`` or
+        ``InvalidSubject`` when nothing was published, ``BusUnavailable`` when
+        the bus did not confirm in time (the message may still arrive: a client
+        buffers it while it reconnects). Retrying with the same ``msg_id`` is
+        safe either way.
         """
 
     @abstractmethod

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -15,6 +16,7 @@ from cloud.errors import BusUnavailable
 from cloud.events.jetstream import NatsBus
 from cloud.events.subjects import batches, stream_name
 from tests.cloud.events.conftest import Collector
+from tests.conftest import service_absent
 
 pytestmark = pytest.mark.nats
 
@@ -97,3 +99,85 @@ async def test_a_closed_bus_refuses_to_publish(bus: NatsBus, tenant: str) -> Non
     await bus.close()
     with pytest.raises(BusUnavailable):
         await bus.publish(batches(tenant), b"late", msg_id="1")
+
+
+# ---------------------------------------------------------------- a server of our own
+# Restarting the shared server would disturb every other test: this one runs its own.
+
+NATS_SERVER = Path("/usr/sbin/nats-server")
+
+
+async def _start_server(port: int, store: Path) -> asyncio.subprocess.Process:
+    server = await asyncio.create_subprocess_exec(
+        str(NATS_SERVER),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-js",
+        "-sd",
+        str(store),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)  # a process starting up has nothing to wait on
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return server
+
+
+async def _stop_server(server: asyncio.subprocess.Process) -> None:
+    if server.returncode is None:
+        server.terminate()
+        await server.wait()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port for a NATS server of the test's own (skips when there is no nats-server)."""
+    if not NATS_SERVER.exists():
+        service_absent(f"{NATS_SERVER} is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_the_bus_reconnects_after_the_server_restarts(tmp_path: Path, free_port: int) -> None:
+    server = await _start_server(free_port, tmp_path / "js")
+    bus = NatsBus(publish_timeout=0.5, fetch_wait=0.2, ack_wait=2.0)
+    try:
+        await bus.connect(f"nats://127.0.0.1:{free_port}")
+        collector = Collector()
+        await bus.subscribe(batches("acme"), "through-restart", collector)
+        await bus.publish(batches("acme"), b"before", msg_id="1")
+        await collector.wait_for(1)
+
+        await _stop_server(server)
+        with pytest.raises(BusUnavailable):
+            await bus.publish(batches("acme"), b"while down", msg_id="2")
+
+        server = await _start_server(free_port, tmp_path / "js")  # same store: stream kept
+        async with asyncio.timeout(15):
+            while True:
+                try:
+                    await bus.publish(batches("acme"), b"after", msg_id="3")
+                    break
+                except BusUnavailable:
+                    await asyncio.sleep(0.2)  # still reconnecting
+        await collector.wait_for(2)
+        await asyncio.sleep(0.3)
+        # The publish that timed out was kept in the client's buffer and sent on
+        # reconnection: "unavailable" means "perhaps not stored", hence msg ids.
+        assert collector.data in ([b"before", b"after"], [b"before", b"while down", b"after"])
+        assert bus.counters.reconnects >= 1
+        assert bus.counters.errors >= 1  # the fetches that failed meanwhile, counted
+    finally:
+        await bus.close()
+        await _stop_server(server)
