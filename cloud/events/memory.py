@@ -181,6 +181,9 @@ class MemoryBus(EventBus):
         if msg_id in recent:
             self.counters.publish_duplicates += 1
             return
+        # Taken before the offers, which may wait: a concurrent publish of the same
+        # id is then a duplicate, as JetStream's atomic check would make it.
+        recent[msg_id] = now
         refused = 0
         for (owner, _), consumer in list(self._consumers.items()):
             if owner == tenant and matches(consumer.subject_filter, subject):
@@ -188,11 +191,11 @@ class MemoryBus(EventBus):
                 if not await consumer.offer(pending, self.full_timeout):
                     refused += 1
         if refused:
+            recent.pop(msg_id, None)  # so that the publisher's retry goes through
             self.counters.rejected_full += 1
             raise BusFull(
                 f"{refused} consumer(s) of {subject} hold {self.capacity} unacknowledged messages"
             )
-        recent[msg_id] = now
         self.counters.published += 1
 
     async def subscribe(self, subject_filter: str, durable: str, handler: Handler) -> Subscription:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,3 +202,16 @@ async def test_serve_publishes_to_the_nats_server_it_is_configured_with(
     finally:
         await listener.remove_tenant(tenant)
         await listener.close()
+
+
+async def test_serve_fails_to_start_when_its_nats_server_is_unreachable(
+    tmp_path: Path, tenant: str
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = probe.getsockname()[1]
+        settings = _settings(tmp_path, tenant, event_bus=f"nats://127.0.0.1:{port}")
+        started: list[GatewayServer] = []
+        with pytest.raises(BusUnavailable, match=f"127.0.0.1:{port}"):
+            await asyncio.wait_for(serve(settings, on_started=started.append), 30)
+    assert started == []  # no gateway acknowledging batches it cannot announce
