@@ -65,12 +65,22 @@ class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore):
 
     def enroll_vehicle(self, vehicle_id: str) -> None:
         """Make ``vehicle_id`` known to the tenant; enrolling twice is harmless."""
-        if not vehicle_id:
+        self.enroll_vehicles([vehicle_id])
+
+    def enroll_vehicles(self, vehicle_ids: Sequence[str]) -> None:
+        """Enroll every vehicle of *vehicle_ids* in one transaction (a fleet at once)."""
+        if not vehicle_ids:
+            return
+        if not all(vehicle_ids):
             raise ValueError("vehicle_id must not be empty")
+        enrolled_at = now()
         with self._connection("enroll vehicle") as conn:
             conn.execute(
                 insert_ignoring_conflicts(self._engine, _VEHICLES),
-                {"vehicle_id": vehicle_id, "enrolled_at": now(), "last_sequence": 0},
+                [
+                    {"vehicle_id": vehicle_id, "enrolled_at": enrolled_at, "last_sequence": 0}
+                    for vehicle_id in vehicle_ids
+                ],
             )
             conn.commit()
 

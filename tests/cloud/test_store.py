@@ -47,6 +47,16 @@ def test_enroll_is_idempotent(store: TenantStore) -> None:
     assert not store.is_enrolled("car-2")
 
 
+def test_a_fleet_enrolls_at_once_next_to_vehicles_enrolled_before(store: TenantStore) -> None:
+    store.enroll_vehicle("fleet-0001")
+    store.enroll_vehicles([f"fleet-{i:04d}" for i in range(500)])
+    assert all(store.is_enrolled(f"fleet-{i:04d}") for i in (0, 1, 250, 499))
+    assert not store.is_enrolled("fleet-0500")
+    with pytest.raises(ValueError, match="must not be empty"):
+        store.enroll_vehicles(["fleet-9999", ""])
+    assert not store.is_enrolled("fleet-9999")  # nothing of a refused list is enrolled
+
+
 def test_catalog_maps_indices_and_shares_signal_definitions(
     store: TenantStore, catalog: CatalogMap
 ) -> None:
