@@ -7,8 +7,9 @@
   agents are skipped.
 - The control pusher sends the vehicle's plan and consent when the versions
   in force differ from what the car runs: first right after the Welcome
-  (against the hello's versions), then whenever the ``ControlHub`` wakes it
-  or ``control_poll_seconds`` passed. It re-reads the store each time, so only
+  (against the hello's versions), then whenever the ``ControlHub`` wakes it:
+  a change made in this process, or one the gateway's ``ControlPoller`` found
+  (without a poller, every ``control_poll_seconds``). It re-reads the store each time, so only
   the newest version is ever sent. Store failures here are logged and counted
   and retried at the next wake-up: the data path decides the stream's fate.
 
@@ -240,6 +241,8 @@ class VehicleSession:
                 plan_version, consent_version = await asyncio.to_thread(
                     store.control_versions, vehicle_id
                 )
+                if signal is not None:
+                    signal.seen = (plan_version, consent_version)
                 if plan_version and plan_version != plan_sent:
                     plan_sent = await self._send_plan(store)
                 if consent_version != consent_sent:
@@ -249,10 +252,12 @@ class VehicleSession:
             except StoreError as exc:
                 self.control_errors += 1
                 logger.warning("%s: cannot push plan or consent: %s", self._name, exc)
-            if signal is not None:
-                await signal.wait(self._poll)
-            else:
+            if signal is None:
                 await asyncio.sleep(self._poll)
+            elif self._hub is not None and self._hub.polled and signal.seen is not None:
+                await signal.wait(None)  # the gateway's poller wakes it on a change
+            else:
+                await signal.wait(self._poll)
 
     async def _send_plan(self, store: TenantStore) -> int:
         """Send the newest plan; returns its version (also when it could not be sent)."""

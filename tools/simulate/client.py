@@ -57,8 +57,14 @@ class FleetStats:
     samples_acked: int = 0
     duplicates: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: The first reason given for each kind of error, for the summary.
+    reasons: dict[str, str] = field(default_factory=dict)
     latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     wall_seconds: float = 0.0
+
+    def fail(self, kind: str, reason: str = "") -> None:
+        self.errors[kind] += 1
+        self.reasons.setdefault(kind, reason)
 
     def record(self, latency_ms: float) -> None:
         if len(self.latencies_ms) < _MAX_LATENCIES:
@@ -106,6 +112,7 @@ async def run_fleet(
     batches: int | None = None,
     window: int = 1,
     vehicles_per_channel: int = 250,
+    handshakes: int = 200,
     drain_timeout: float = 30.0,
     on_progress: Callable[[FleetStats], None] | None = None,
     stop_when: Callable[[FleetStats], bool] | None = None,
@@ -114,7 +121,10 @@ async def run_fleet(
 
     ``batches=0`` only connects: every vehicle says hello and holds its stream
     open until the run ends (how many streams a gateway holds). ``stop_when``
-    ends the run early, checked with ``on_progress`` twice a second.
+    ends the run early, checked with ``on_progress`` twice a second. At most
+    ``handshakes`` vehicles wait for their welcome at once: a fleet connects
+    as a ramp, not as one burst of thousands of calls the gateway has not
+    taken up yet (which gRPC refuses beyond its pending-call limit).
     """
     if duration is None and batches is None:
         raise ValueError("a fleet run needs a duration or a batch count")
@@ -123,6 +133,7 @@ async def run_fleet(
     stats = FleetStats()
     pacer = Pacer(samples_per_s)
     stop = asyncio.Event()
+    ramp = asyncio.Semaphore(handshakes)
     groups = [
         vehicles[i : i + vehicles_per_channel]
         for i in range(0, len(vehicles), vehicles_per_channel)
@@ -136,7 +147,9 @@ async def run_fleet(
         async with asyncio.TaskGroup() as tasks:
             running = [
                 tasks.create_task(
-                    _vehicle(channel, vehicle, pacer, stats, stop, window, batches, drain_timeout)
+                    _vehicle(
+                        channel, vehicle, pacer, stats, stop, ramp, window, batches, drain_timeout
+                    )
                 )
                 for channel, group in zip(channels, groups, strict=True)
                 for vehicle in group
@@ -183,26 +196,19 @@ async def _vehicle(
     pacer: Pacer,
     stats: FleetStats,
     stop: asyncio.Event,
+    ramp: asyncio.Semaphore,
     window: int,
     batches: int | None,
     drain_timeout: float,
 ) -> None:
-    connect = channel.stream_stream(
-        CONNECT_METHOD,
-        request_serializer=_as_is,
-        response_deserializer=pb.CloudMessage.FromString,
-    )
-    call: _Call = connect(None, metadata=(("authorization", f"Bearer {vehicle.token}"),))
+    async with ramp:
+        if stop.is_set():
+            return
+        call = await _connect(channel, vehicle, stats)
+    if call is None:
+        return
     flight = _InFlight(window)
     try:
-        await call.write(vehicle.hello)
-        welcome = await call.read()
-        if not isinstance(welcome, pb.CloudMessage) or not welcome.HasField("welcome"):
-            stats.errors["no welcome"] += 1
-            return
-        stats.connected += 1
-        # A vehicle simulated before goes on after what the store already holds.
-        vehicle.feed.sequence = max(vehicle.feed.sequence, welcome.welcome.last_stored_sequence)
         async with asyncio.TaskGroup() as tasks:
             reader = tasks.create_task(_acks(call, flight, stats))
             await _send(call, vehicle.feed, pacer, stats, stop, flight, batches)
@@ -211,16 +217,47 @@ async def _vehicle(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain_timeout):
                     await flight.drained()
-            if flight.sent:
-                stats.errors["unacknowledged"] += len(flight.sent)
+            for _ in flight.sent:
+                stats.fail("unacknowledged", f"no ack within {drain_timeout:g} s")
             await call.done_writing()
             await reader
     except* grpc.aio.AioRpcError as group:
-        for exc in group.exceptions:
-            assert isinstance(exc, grpc.aio.AioRpcError)
-            stats.errors[exc.code().name] += 1
+        _failed(stats, group.exceptions)
     finally:
         call.cancel()
+
+
+def _failed(stats: FleetStats, errors: Sequence[BaseException]) -> None:
+    for exc in errors:
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        stats.fail(exc.code().name, exc.details() or "")
+
+
+async def _connect(
+    channel: grpc.aio.Channel, vehicle: SimVehicle, stats: FleetStats
+) -> _Call | None:
+    """The vehicle's stream after its hello was welcomed; None (counted) if it was not."""
+    connect = channel.stream_stream(
+        CONNECT_METHOD,
+        request_serializer=_as_is,
+        response_deserializer=pb.CloudMessage.FromString,
+    )
+    call: _Call = connect(None, metadata=(("authorization", f"Bearer {vehicle.token}"),))
+    try:
+        await call.write(vehicle.hello)
+        welcome = await call.read()
+    except grpc.aio.AioRpcError as exc:
+        _failed(stats, [exc])
+        call.cancel()
+        return None
+    if not isinstance(welcome, pb.CloudMessage) or not welcome.HasField("welcome"):
+        stats.fail("no welcome", f"the gateway answered {welcome!r} to the hello")
+        call.cancel()
+        return None
+    stats.connected += 1
+    # A vehicle simulated before goes on after what the store already holds.
+    vehicle.feed.sequence = max(vehicle.feed.sequence, welcome.welcome.last_stored_sequence)
+    return call
 
 
 def _as_is(message: bytes) -> bytes:
@@ -298,6 +335,6 @@ async def _acks(call: _Call, flight: _InFlight, stats: FleetStats) -> None:
                 stats.samples_acked += samples
                 stats.duplicates += message.ack.duplicate
             elif kind == "error":
-                stats.errors[f"gateway error {message.error.code}"] += 1
+                stats.fail(f"gateway error {message.error.code}", message.error.reason)
     finally:
         await flight.end()
