@@ -97,8 +97,6 @@ class EngineState:
     daily_sums: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     #: Day number → lowest battery voltage of the day.
     battery_daily_min: dict[int, float] = field(default_factory=dict)
-    #: Fault-code rows already fed (the store's ids), so none is fed twice.
-    last_fault_id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The state as JSON-compatible data."""
