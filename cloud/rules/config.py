@@ -91,6 +91,7 @@ class SignalMapping(_Strict):
     odometer: SignalRef | None = None
     latitude: SignalRef | None = None
     longitude: SignalRef | None = None
+    #: Positive forwards: braking is negative.
     longitudinal_acceleration: SignalRef | None = None
 
     def roles(self) -> dict[str, SignalRef]:

@@ -23,7 +23,10 @@ and ends at the first sample of a stop (below ``trip_end_kmh``) that lasted
 ``trip_end_gap_s``; what accrued during that final stop is dropped. Distance
 is the odometer's increase when one is mapped, else the trapezoid integral of
 speed from the start sample on. Idle: engine running (or, without an engine
-speed, within a trip) and below ``idle_speed_kmh``.
+speed, within a trip) and below ``idle_speed_kmh``; an interval of idling
+counts for the UTC day it ends in. Fuel or energy used in a trip is the drop
+of the fuel level / state of charge from its start to its last reading while
+moving, times the model's tank / battery size.
 
 The engine is deterministic: the same state and input give the same output
 and event ids, however the input is split into batches.
@@ -187,7 +190,7 @@ class RuleEngine:
         clock = state.clock_us
         if clock is not None:
             if ts - clock > self._t.max_gap_s * 1e6:
-                self._gap(clock)
+                self._gap()
             elif ts > clock:
                 self._account(clock, ts)
         # A stop that has lasted long enough ended the trip before this sample (which
@@ -240,7 +243,7 @@ class RuleEngine:
             return values.get("engine_speed", 0.0) >= self._t.engine_on_rpm
         return self.state.trip is not None
 
-    def _gap(self, clock: int) -> None:
+    def _gap(self) -> None:
         """No data for longer than ``max_gap_s``: end what cannot have gone on unseen."""
         trip = self.state.trip
         if trip is not None:

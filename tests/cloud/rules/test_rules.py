@@ -295,3 +295,19 @@ def test_fuel_and_energy_used_in_a_trip_and_fuel_wasted_idling() -> None:
     (day,) = out.idle_days
     assert day.idle_s == 600
     assert day.idle_fuel_l == pytest.approx(600 / 3600 * 1.2)
+
+
+def test_a_batch_older_than_what_was_processed_is_skipped_and_counted() -> None:
+    cfg = config(
+        signals={"speed": None, "fuel_level": {"name": "Fuel", "unit": "%"}},
+        thresholds={"low_fuel_enter_pct": 10, "low_fuel_exit_pct": 15},
+    )
+    early = {"Fuel": series([(0, 9.0), (1, 8.0), (2, 7.5)])}  # would raise low fuel
+    late = {"Fuel": series([(2, 20.0), (3, 30.0), (4, 29.0)])}  # overlaps at 2 s
+    engine = RuleEngine.new(cfg, CAR)
+    assert engine.process(late).events == []
+    # The earlier batch arrives after (a reconnect resent it): its samples are older.
+    out = engine.process(early)
+    assert (out.events, out.samples) == ([], 0)
+    assert engine.state.late_samples == 3
+    assert engine.state.watermarks == {"fuel_level": T0 + 4 * S}
