@@ -148,6 +148,25 @@ def test_vehicles_processed_concurrently_get_what_they_get_alone(store: TenantSt
     ]
 
 
+def test_workers_racing_on_one_vehicle_process_each_batch_once(store: TenantStore) -> None:
+    count = ingest_drive(store, CAR, 8)
+
+    def run(sequences: range) -> None:
+        # Each thread its own worker, as separate processes would be.
+        worker = RulesWorker({TENANT: CONFIG})
+        for sequence in sequences:
+            worker.process_batch(store, CAR, sequence, tenant=TENANT)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(run, range(1, count + 1, 2)), pool.submit(run, range(2, 9, 2))]:
+            future.result()
+    assert store.rule_batches_processed(CAR) == list(range(1, count + 1))
+    events = store.events(CAR)
+    assert len({event.id for event in events}) == len(events) > 0
+    keys = [(name, None, None) for name in SIGNALS]
+    assert store.rule_input(CAR, count, keys) is None
+
+
 def test_fault_codes_stored_between_batches_are_fed_once(store: TenantStore) -> None:
     cfg = RuleConfig.model_validate(
         {"signals": CONFIG.signals.model_dump(), "fault_severity": {"P03": "critical"}}
