@@ -9,6 +9,12 @@ then the state under a version check, so two workers racing on one vehicle
 cannot both build on the same state (the loser gets ``RuleStateMoved``, rolls
 back, and reads again). Events are keyed by their deterministic id; trips,
 daily idle and health are rows replaced with their newest figures.
+
+Fault codes are fed by row id: those above the state's ``last_fault_id``.
+A vehicle's reports are stored by its one stream, each committed before the
+next, so its ids commit in order; two streams of one vehicle storing reports
+at the same moment could commit a lower id after a higher one was read, and
+that code would not be fed.
 """
 
 from __future__ import annotations

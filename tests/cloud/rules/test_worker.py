@@ -8,18 +8,21 @@ must give what the engine gives over the whole recording in one go.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from cloud.domain import FaultCode, FaultState, SampleColumns, SignalDef
 from cloud.errors import UnknownBatch, UnknownVehicle
 from cloud.rules import EventKind, RuleConfig, RuleEngine, ServiceRecord
 from cloud.rules.worker import RulesWorker, configs_from_directory
 from cloud.store import TenantStore
+from cloud.store.dialect import create_tenant_engine
 from cloud.store.rules import RuleResults, RuleStateMoved
+from cloud.store.schema import upgrade_schema
 from tests.cloud.rules.scenarios import drive
 
 CAR, OTHER = "car-1", "car-2"
@@ -234,3 +237,45 @@ def test_configs_come_from_a_directory_per_tenant(tmp_path: Path) -> None:
     config_for = configs_from_directory(tmp_path)
     assert config_for("acme") == CONFIG
     assert config_for("globex") == RuleConfig()
+
+
+def test_a_batch_stored_before_revision_0003_is_read_back_whole(tenant_url: str) -> None:
+    engine = create_tenant_engine(tenant_url)
+    try:
+        # At 0001 samples are one plain table (0002 makes the day partitions it needs).
+        upgrade_schema(engine, "0001")
+        speed = drive()["Speed"]
+        with engine.connect() as conn:
+            conn.execute(
+                text("INSERT INTO vehicles (id, vehicle_id, enrolled_at, last_sequence) "
+                     "VALUES (1, :v, :t, 1)"),
+                {"v": CAR, "t": datetime.now(UTC)},
+            )  # fmt: skip
+            conn.execute(
+                text("INSERT INTO signals (id, bus, message, name, frame_id, is_extended, unit,"
+                     " choices, is_float, pgn) VALUES (1, 'can1', 'gnss_speed', 'Speed', 7,"
+                     " false, 'm/s', '{}', false, 0)")
+            )  # fmt: skip
+            conn.execute(
+                text(
+                    "INSERT INTO samples (vehicle_id, signal_id, ts_us, value) "
+                    "VALUES (1, 1, :t, :v)"
+                ),
+                [{"t": int(t), "v": float(v)} for t, v in zip(*speed, strict=True)],
+            )
+            conn.execute(
+                text("INSERT INTO batches (vehicle_id, sequence, samples, received_at) "
+                     "VALUES (1, 1, :n, :t)"),
+                {"n": len(speed[0]), "t": datetime.now(UTC)},
+            )  # fmt: skip
+            conn.commit()
+    finally:
+        engine.dispose()
+    store = TenantStore.open(tenant_url)
+    try:
+        events = RulesWorker({"": CONFIG}).process_batch(store, CAR, 1)
+        whole = RuleEngine.new(CONFIG, CAR).process({"Speed": speed})
+        assert events == whole.events
+        assert [e.kind for e in events].count(EventKind.TRIP_ENDED) == 2
+    finally:
+        store.close()
