@@ -16,6 +16,7 @@
     │                        fails validation
     ├── InvalidPlan          a collection-plan document (or consent) an operator wrote
     │                        that cannot be accepted; nothing was stored
+    ├── UnknownBatch         a batch (vehicle, sequence) the tenant's store does not hold
     ├── StoreError           the tenant's database failed; nothing was committed
     └── ListenError          the gateway cannot bind its address
 
@@ -39,6 +40,7 @@ __all__ = [
     "NotPermitted",
     "ProtocolError",
     "StoreError",
+    "UnknownBatch",
     "UnknownTenant",
     "UnknownVehicle",
 ]
@@ -95,6 +97,10 @@ class InvalidReport(CloudError):
 
 class InvalidPlan(CloudError):
     """A collection plan or consent change cannot be accepted; the message lists every reason."""
+
+
+class UnknownBatch(CloudError):
+    """The tenant's store holds no batch of that sequence for the vehicle."""
 
 
 class StoreError(CloudError):

@@ -77,6 +77,7 @@ __all__ = [
     "insert_ignoring_conflicts",
     "is_sample_partition",
     "schema_transaction",
+    "upsert",
 ]
 
 #: A 64-bit auto-numbered key; on SQLite it must be INTEGER to alias the rowid.
@@ -145,6 +146,15 @@ def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:
     """
     statement: Insert = _insert(engine, table).on_conflict_do_nothing()
     return statement
+
+
+def upsert(engine: Engine, table: Table, *, key: Sequence[Column[Any]]) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE``: the row as given replaces the stored one."""
+    statement = _insert(engine, table)
+    keys = {column.name for column in key}
+    replaced = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    result: Insert = statement.on_conflict_do_update(index_elements=list(key), set_=replaced)
+    return result
 
 
 class NewestUpsert:
