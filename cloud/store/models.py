@@ -414,3 +414,24 @@ class ServiceRecordRow(Base):
     serviced_at_us: Mapped[int | None] = mapped_column(BigInteger)
     odometer_km: Mapped[float | None]
     updated_at: Mapped[datetime]
+
+
+class SampleMinuteRow(Base):
+    """Per-minute aggregates of a signal, the long-term history once raw samples expire.
+
+    Raw samples are folded in exactly once, in the transaction that deletes
+    them (see ``cloud.store.retention``): a sample that arrives late, after its
+    minute was aggregated, is merged into the same row when it expires in turn.
+    ``total`` over ``count`` is the mean. No foreign keys, like ``samples``.
+    """
+
+    __tablename__ = "sample_minutes"
+
+    vehicle_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    signal_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    #: Microseconds since the Unix epoch at the start of the minute (UTC).
+    minute_us: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger)
+    minimum: Mapped[float]
+    maximum: Mapped[float]
+    total: Mapped[float]
