@@ -16,6 +16,7 @@ from datetime import timedelta
 from cloud.auth import issue_token
 from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
+from cloud.retention import run_periodically
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
 
@@ -56,7 +57,12 @@ async def serve(
             )
             if on_started is not None:
                 on_started(server)
-            await stop.wait()
+            retention = asyncio.create_task(run_periodically(settings, registry), name="retention")
+            try:
+                await stop.wait()
+            finally:
+                retention.cancel()
+                await asyncio.wait([retention])
             logger.info("stopping the gateway")
         finally:
             # Also on cancellation: the grace period still applies.

@@ -17,6 +17,7 @@
     ├── InvalidPlan          a collection-plan document (or consent) an operator wrote
     │                        that cannot be accepted; nothing was stored
     ├── UnknownBatch         a batch (vehicle, sequence) the tenant's store does not hold
+    ├── UnknownSignal        a signal (bus, message, name) the tenant's store does not know
     ├── StoreError           the tenant's database failed; nothing was committed
     └── ListenError          the gateway cannot bind its address
 
@@ -41,6 +42,7 @@ __all__ = [
     "ProtocolError",
     "StoreError",
     "UnknownBatch",
+    "UnknownSignal",
     "UnknownTenant",
     "UnknownVehicle",
 ]
@@ -101,6 +103,10 @@ class InvalidPlan(CloudError):
 
 class UnknownBatch(CloudError):
     """The tenant's store holds no batch of that sequence for the vehicle."""
+
+
+class UnknownSignal(CloudError):
+    """The tenant's store knows no signal of that bus, message and name."""
 
 
 class StoreError(CloudError):

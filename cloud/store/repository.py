@@ -9,7 +9,8 @@ Rows are written with Core statements (no ORM objects per sample), and every
 This module holds vehicles and their catalogs; telemetry lives in
 ``cloud.store.telemetry``, plans and consent in ``cloud.store.control``,
 fault codes and health in ``cloud.store.diagnostics``, events, trips, idle
-time and health scores in ``cloud.store.rules``.
+time and health scores in ``cloud.store.rules``, expiry and the per-minute
+history in ``cloud.store.retention``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cloud.store.control import ControlStore
 from cloud.store.diagnostics import DiagnosticsStore
 from cloud.store.dialect import create_tenant_engine, insert_ignoring_conflicts
 from cloud.store.models import Signal, Vehicle, VehicleSignal, to_signed64
+from cloud.store.retention import RetentionStore
 from cloud.store.rules import RulesStore
 from cloud.store.schema import upgrade_schema
 from cloud.store.telemetry import TelemetryStore
@@ -38,8 +40,8 @@ _VEHICLES = table(Vehicle)
 _VEHICLE_SIGNALS = table(VehicleSignal)
 
 
-class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore):
-    """All one tenant stores: vehicles, catalogs, telemetry, control, diagnostics, rule results."""
+class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore, RetentionStore):
+    """All one tenant stores: vehicles, catalogs, telemetry, control, diagnostics, rules."""
 
     def __init__(
         self, engine: Engine, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
