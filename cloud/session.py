@@ -281,13 +281,13 @@ def _open_session(
     catalog_id: int,
     signals: Sequence[SignalDef],
 ) -> tuple[CatalogMap, int]:
-    """Everything a hello needs from the store, in one worker-thread hop."""
-    if not store.is_enrolled(identity.vehicle_id):
+    """Everything a hello needs from the store, in one worker-thread hop and one transaction."""
+    try:
+        return store.open_session(identity.vehicle_id, agent_version, catalog_id, signals)
+    except UnknownVehicle:
         raise UnknownVehicle(
             f"vehicle {identity.vehicle_id!r} is not enrolled in tenant {identity.tenant!r}"
-        )
-    catalog = store.register_catalog(identity.vehicle_id, agent_version, catalog_id, signals)
-    return catalog, store.last_sequence(identity.vehicle_id)
+        ) from None
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
