@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cloud.domain import Eviction, FaultState, PlanReport, TriggerMark
+from cloud.domain import DecodedBatch, Eviction, FaultState, PlanReport, TriggerMark
 from cloud.errors import BatchTooLarge, InvalidBatch, InvalidHello, InvalidReport
 from cloud.wire import (
     catalog_from_hello,
@@ -21,7 +21,7 @@ from tests.cloud.messages import CATALOG_ID, batch, dm1, fault_report, health, h
 SIGNAL_IDS = {0: 10, 1: 11, 2: 12, 7: 17}
 
 
-def _decode(message: telemetry_pb2.VehicleMessage, *, max_samples: int = 100) -> object:
+def _decode(message: telemetry_pb2.VehicleMessage, *, max_samples: int = 100) -> DecodedBatch:
     return decode_batch(
         message.batch, catalog_id=CATALOG_ID, signal_ids=SIGNAL_IDS, max_samples=max_samples
     )
