@@ -26,9 +26,17 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from vehicle_agent.logs import candump_scan
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
 from vehicle_agent.logs.fields import Tokens
-from vehicle_agent.logs.text import Chunker, LineFormat, Row, read_lines, text_blocks
+from vehicle_agent.logs.text import (
+    Chunker,
+    LineFormat,
+    Row,
+    ascii_blocks,
+    read_lines,
+    text_blocks,
+)
 
 __all__ = ["parse_line", "read"]
 
@@ -48,7 +56,16 @@ _ERROR_FLAGS = EXTENDED | ERROR | RX  # can.Message(timestamp=..., is_error_fram
 
 def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
     """The frames of the candump log at *path* (``.log`` or ``.log.gz``), in chunks."""
-    yield from read_lines(path, _FORMAT, text_blocks(path), Chunker(chunk_frames))
+    if not candump_scan.AVAILABLE:
+        yield from read_lines(path, _FORMAT, text_blocks(path), Chunker(chunk_frames))
+        return
+    scratch = candump_scan.Scratch()  # this reader's, reused block after block
+
+    def scan(block: bytes) -> tuple[FrameColumns, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        return candump_scan.scan_block(block, scratch, _channel)
+
+    fmt = LineFormat(parse_line, block=scan)
+    yield from read_lines(path, fmt, ascii_blocks(path), Chunker(chunk_frames))
 
 
 def parse_line(line: str) -> Row | None:

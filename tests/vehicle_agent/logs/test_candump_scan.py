@@ -1,0 +1,223 @@
+"""The compiled candump scanner and the blocks of bytes it reads: python-can's frames still.
+
+The candump tests of ``test_text_readers`` run through the scanner (numba is a
+dependency); here: the numpy path it replaces when numba is missing, the
+shapes of line the scanner takes and those it leaves to the line parser
+(compared field by field with python-can either way), and
+:func:`~vehicle_agent.logs.text.ascii_blocks`, which hands the scanner raw
+bytes and switches to decoded text where a file stops being plain ASCII.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.vehicle_agent.logs.test_text_readers import (
+    CANDUMP_LINES,
+    fast,
+    fast_until_error,
+    python_can,
+    python_can_until_error,
+    sample_messages,
+    write_log,
+    write_text,
+)
+from vehicle_agent.errors import LogFormatError
+from vehicle_agent.logs import candump, candump_scan
+from vehicle_agent.logs.text import ascii_blocks, text_blocks
+
+
+@pytest.fixture
+def numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candump reader as it reads without numba."""
+    monkeypatch.setattr(candump_scan, "AVAILABLE", False)
+
+
+def test_the_scanner_is_compiled() -> None:
+    # numba is a dependency: the other candump tests must go through the compiled scanner
+    assert candump_scan.AVAILABLE
+    assert hasattr(candump_scan._scan, "py_func")
+
+
+@pytest.mark.usefixtures("numpy_path")
+def test_without_numba_the_numpy_path_reads_the_same(tmp_path: Path) -> None:
+    written = write_log(tmp_path / "frames.log", sample_messages(300))
+    lines = write_text(tmp_path / "lines.log", CANDUMP_LINES)
+    for path in (written, lines):
+        assert fast(candump, path) == python_can(path)
+
+
+def test_scanner_and_numpy_path_agree_on_every_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_log(tmp_path / "frames.log", sample_messages(2000))
+    scanned = fast(candump, path, 100)
+    monkeypatch.setattr(candump_scan, "AVAILABLE", False)
+    assert fast(candump, path, 100) == scanned == python_can(path)
+
+
+# The usual lines of the bulk path, each taken by the scanner (not the line parser).
+SCANNED = """\
+(1436509052.249713) vcan0 044#2A366C2BBA
+(5.) can0 1#
+(.5) can0 1#01
+(007) 07 7FF#R12
+(0.0000000000000005) can0 1#ABC
+(9007199254740992) can0 1ABCDEF0##300112233445566778899AABBCCDDEEFF R
+(1.5) can0 20000080#0011223344556677 T
+
+(1.6) can0 60000088#
+(1.7) can0 1FFFFFFF#{}
+""".format("AA" * 64)
+
+
+def test_scanner_reads_the_usual_lines(tmp_path: Path, line_parser_frames: list[int]) -> None:
+    path = write_text(tmp_path / "usual.log", SCANNED)
+    expected = python_can(path)
+    assert len(expected) == 9
+    assert fast(candump, path) == expected
+    assert sum(line_parser_frames) == 0
+
+
+# Lines of other shapes: each goes to the line parser, which reads it as python-can does.
+PARSED = [
+    "(9007199254740993) can0 1#",  # 2**53 + 1: not exact in a double
+    "(123456789012345678) can0 1#",  # 18 digits
+    "(0.000000000000000000000005) can0 1#",  # 10**-24
+    "(1e3) can0 1#",
+    "(+1.5) can0 1#",
+    "(1_0.5) can0 1#",
+    "[1.5] can0 1#",
+    " (1.5) can0 1#",
+    "(1.5)  can0 1#",
+    "(1.5) can0 1# ",
+    "(1.5) can0 0x1F#01",
+    "(1.5) can0 123456789#01",
+    "(1.5) can0 1#+F",
+    "(1.5) can0 1#R123",
+    "(1.5) can0 1#" + "AA" * 65,
+    "(1.5) a_channel_name_of_more_than_32_bytes 1#",
+    "(1.5) can0 1#11 RX",
+]
+
+
+@pytest.mark.parametrize("line", PARSED)
+def test_other_lines_go_to_the_line_parser(
+    tmp_path: Path, line_parser_frames: list[int], line: str
+) -> None:
+    path = write_text(tmp_path / "odd.log", f"(1.0) can0 2#02\n{line}\n(2.0) can0 3#03\n")
+    got, failure = _outcome(path)
+    expected, expected_failure = _python_can_outcome(path)
+    assert (got, failure) == (expected, expected_failure)
+    assert sum(line_parser_frames) == (len(expected) - 2 if failure is None else 0)
+
+
+def _outcome(path: Path) -> tuple[list[object], str | None]:
+    try:
+        return list(fast(candump, path)), None
+    except LogFormatError:
+        got, error = fast_until_error(candump, path)
+        return list(got), error.position
+
+
+def _python_can_outcome(path: Path) -> tuple[list[object], str | None]:
+    try:
+        return list(python_can(path)), None
+    except LogFormatError:  # the odd line is line 2
+        return list(python_can_until_error(path)), "line 2"
+
+
+def test_random_timestamps_read_as_float_reads_them(tmp_path: Path) -> None:
+    """Digits around the limits (17 digits, 2**53, 10**-22): ``float()`` of the text."""
+    rng = random.Random(7)
+    stamps = []
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(1, 20)))
+        if rng.random() < 0.3:
+            digits = rng.choice(("9007199254740", "900719925474099", "1")) + digits[:4]
+        at = rng.randrange(len(digits) + 1)
+        stamps.append(digits[:at] + "." + digits[at:] if rng.random() < 0.9 else digits)
+    text = "".join(f"({s}) can{n % 3} {n:03X}#{n % 256:02X}\n" for n, s in enumerate(stamps))
+    path = write_text(tmp_path / "stamps.log", text)
+    got = fast(candump, path, 1000)
+    assert got == python_can(path)
+    assert [frame[0] for frame in got] == [float(stamp) for stamp in stamps]
+
+
+def test_many_channels_past_the_table(tmp_path: Path, line_parser_frames: list[int]) -> None:
+    names = [f"ch{n}" for n in range(candump_scan.MAX_CHANNELS + 40)] + ["7", "07", "ch1"]
+    text = "".join(f"({n}.25) {name} {n:03X}#{n % 256:02X}\n" for n, name in enumerate(names))
+    path = write_text(tmp_path / "channels.log", text)
+    expected = python_can(path)
+    assert fast(candump, path, 30) == expected
+    assert fast(candump, path, 1000) == expected
+    assert sum(line_parser_frames) == 2 * 42  # the names past the table, in both reads
+
+
+# --- blocks of bytes -----------------------------------------------------------------------
+
+
+def _lines(blocks: Iterator[tuple[int, str | bytes]]) -> tuple[list[tuple[int, str]], str | None]:
+    """Each line of the blocks with its number, and the position of the error, if any."""
+    out: list[tuple[int, str]] = []
+    try:
+        for first, block in blocks:
+            text = block.decode("ascii") if isinstance(block, bytes) else block
+            out.extend((first + n, line) for n, line in enumerate(text.split("\n")))
+    except LogFormatError as exc:
+        return out, exc.position
+    return out, None
+
+
+PLAIN = "".join(f"({n}.5) can0 {n:03X}#{n % 256:02X}\n" for n in range(300))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("plain", PLAIN.encode()),
+        ("no last newline", PLAIN.encode()[:-1]),
+        ("blank lines", PLAIN.replace("5) can0 01", "5) can0 01\n\n").encode()),
+        ("crlf late", (PLAIN + PLAIN.replace("\n", "\r\n")).encode()),
+        ("cr late", (PLAIN + "(1.0) can0 1#\r(2.0) can0 2#\n" + PLAIN).encode()),
+        ("utf-8 late", (PLAIN + "(1.0) cañ0 1#\n" + PLAIN).encode()),
+        ("bad utf-8 late", PLAIN.encode() + b"(1.0) can\xff0 1#\n" + PLAIN.encode()),
+        ("cut utf-8 at the end", PLAIN.encode() + "é".encode()[:1]),
+        ("empty", b""),
+    ],
+)
+def test_ascii_blocks_are_the_lines_of_text_blocks(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    path = tmp_path / "file.log"
+    path.write_bytes(content)
+    for size in (1, 50, 1000, 1 << 18):
+        got = _lines(ascii_blocks(path, size))
+        assert got == _lines(text_blocks(path, size)), (name, size)
+        if name == "plain" and size == 1000:
+            assert all(isinstance(block, bytes) for _, block in ascii_blocks(path, size))
+
+
+def test_ascii_blocks_of_a_truncated_gzip(tmp_path: Path) -> None:
+    whole = gzip.compress(PLAIN.encode() * 30)
+    path = tmp_path / "cut.log.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    got, position = _lines(ascii_blocks(path, 4096))
+    assert (got, position) == _lines(text_blocks(path, 4096))
+    assert position is not None
+    assert len(got) > 100
+
+
+def test_candump_turning_to_text_mid_file(tmp_path: Path) -> None:
+    """A CRLF and a non-ASCII channel after many plain blocks: the same frames, in order."""
+    head = "".join(f"({n}.125) can{n % 2} {n:03X}#{n % 256:02X}\n" for n in range(20_000))
+    tail = "(1.0) cañ 1#01\r\n(2.0) can0 2#02 T\r\n"
+    path = write_text(tmp_path / "mixed.log", head + tail + head)
+    expected = python_can(path)
+    assert len(expected) == 40_002
+    assert fast(candump, path, 4096) == expected
