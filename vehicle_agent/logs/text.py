@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ from vehicle_agent.logs.fields import Tokens, byte_rows
 
 __all__ = [
     "Chunker",
+    "Chunks",
     "LineFormat",
     "LineReader",
     "Row",
@@ -239,11 +241,16 @@ def read_lines(
     path: Path,
     fmt: LineFormat,
     blocks: Iterator[tuple[int, str]] | Iterator[tuple[int, str | bytes]],
-    chunker: Chunker,
+    chunker: Chunks,
+    *,
+    direct: Callable[[bytes], list[FrameColumns] | None] | None = None,
 ) -> Iterator[FrameColumns]:
     """The frames of *blocks* in chunks; a rejected line raises after the frames before it.
 
-    A block of bytes (from :func:`ascii_blocks`) is ASCII text.
+    A block of bytes (from :func:`ascii_blocks`) is ASCII text. *direct*, if
+    given, reads such a block straight into the chunker's chunks (returning the
+    chunks now full) or declines it (None, nothing kept): the block is then
+    parsed as any other.
     """
     while True:
         try:
@@ -254,6 +261,11 @@ def read_lines(
             yield from chunker.flush()
             raise
         first_line, block = item
+        if direct is not None and isinstance(block, bytes):
+            full = direct(block)
+            if full is not None:
+                yield from full
+                continue
         piece, error = _parse_block(fmt, block)
         if piece is not None:
             yield from chunker.add(piece)
@@ -348,6 +360,18 @@ def pack_rows(rows: Sequence[Row]) -> FrameColumns:
         channel=np.array([index[c] for c in channel_values], dtype=np.int32),
         channels=channels,
     )
+
+
+class Chunks(Protocol):
+    """Where :func:`read_lines` puts the frames: cut into chunks as they come."""
+
+    def add(self, piece: FrameColumns) -> Iterator[FrameColumns]:
+        """Take *piece*; yield the chunks that are now full."""
+        ...  # pragma: no cover
+
+    def flush(self) -> Iterator[FrameColumns]:
+        """Yield the frames left over, as one last (shorter) chunk."""
+        ...  # pragma: no cover
 
 
 class Chunker:

@@ -29,7 +29,7 @@ from tests.vehicle_agent.logs.test_text_readers import (
 )
 from vehicle_agent.errors import LogFormatError
 from vehicle_agent.logs import candump, candump_scan
-from vehicle_agent.logs.text import ascii_blocks, text_blocks
+from vehicle_agent.logs.text import ascii_blocks, pack_rows, text_blocks
 
 
 @pytest.fixture
@@ -221,3 +221,68 @@ def test_candump_turning_to_text_mid_file(tmp_path: Path) -> None:
     expected = python_can(path)
     assert len(expected) == 40_002
     assert fast(candump, path, 4096) == expected
+
+
+# --- chunks filled by the scanner ----------------------------------------------------------
+
+
+def _plain(count: int, start: int = 0) -> str:
+    return "".join(
+        f"({n}.25) can{n % 2} {n % 2048:03X}#{n % 256:02X}{n % 7:02X}\n"
+        for n in range(start, start + count)
+    )
+
+
+def test_can_fd_frames_after_classic_ones_widen_the_chunk(
+    tmp_path: Path, line_parser_frames: list[int]
+) -> None:
+    """Classic frames, then CAN FD ones in the middle of a block and of a chunk."""
+    fd = "".join(f"({n}.5) can1 1ABCDEF{n % 10}##1{'5A' * (8 + n % 57)}\n" for n in range(500))
+    path = write_text(tmp_path / "fd.log", _plain(12_000) + fd + _plain(12_000, 40_000))
+    expected = python_can(path)
+    assert fast(candump, path, 10_000) == expected
+    assert fast(candump, path, 7) == expected
+    assert sum(line_parser_frames) == 0
+
+
+def test_lines_for_the_line_parser_between_scanned_blocks(
+    tmp_path: Path, line_parser_frames: list[int]
+) -> None:
+    """A block with a line of 100 data bytes (wider than the scanner's 64) goes through
+    the line parser in file order; the blocks around it are scanned."""
+    odd = f"(2.0) can9 123#{'AB' * 100}\n(2.1) 7 1#01\n(2.2) 07 20000080#00\n\n"
+    path = write_text(tmp_path / "odd.log", _plain(12_000) + odd + _plain(12_000, 30_000))
+    expected = python_can(path)
+    assert len(expected) == 24_003
+    for chunk_frames in (4096, 30_000):
+        chunks = list(candump.read(path, chunk_frames))
+        assert [len(c) for c in chunks[:-1]] == [chunk_frames] * (len(chunks) - 1)
+        assert fast(candump, path, chunk_frames) == expected
+    # each read: only the 100-byte frame (the other lines of its block are scanned)
+    assert line_parser_frames == [1, 1, 1, 1]
+
+
+def test_chunks_name_only_the_channels_they_use(tmp_path: Path) -> None:
+    text = _plain(1000).replace("can1", "other") + _plain(1000, 1000).replace("can1", "can0")
+    path = write_text(tmp_path / "channels.log", text)
+    chunks = list(candump.read(path, 1000))
+    assert [list(c.channels) for c in chunks] == [["can0", "other"], ["can0"]]
+    assert fast(candump, path, 1000) == python_can(path)
+
+
+def test_frame_buffer_pads_appended_rows_with_zeros() -> None:
+    """Rows copied in are zero past their data, whatever the buffer held there."""
+    channels = candump_scan.Channels(str)
+    buffer = candump_scan.FrameBuffer(4, width=64)
+    buffer.data[:] = 0xFF  # what np.empty may hold
+    wide = pack_rows([(1.5, 0x123, 0, 10, bytes(range(1, 11)), "can0")])
+    narrow = pack_rows([(2.5, 0x7FF, 0, 2, b"\x01\x02", None), (3.5, 1, 0, 0, b"", "can1")])
+    buffer.append(wide, channels)
+    buffer.append(narrow, channels)
+    buffer.append(narrow, channels)  # past the capacity: the rows move to new arrays
+    chunk = buffer.take(5, channels)
+    short = [1, 2] + [0] * 8
+    assert chunk.data.tolist() == [list(range(1, 11)), short, [0] * 10, short, [0] * 10]
+    names = [chunk.channels[c] for c in chunk.channel.tolist()]
+    assert names == ["can0", None, "can1", None, "can1"]
+    assert chunk.timestamp.tolist() == [1.5, 2.5, 3.5, 2.5, 3.5]
