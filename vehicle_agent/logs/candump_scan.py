@@ -104,7 +104,10 @@ def _jit(function: _F) -> _F:
     """*function* compiled on its first call (and cached on disk, so once per machine)."""
     if _numba is None:
         return function
-    return cast(_F, _numba.njit(cache=True, nogil=True)(function))
+    try:
+        return cast(_F, _numba.njit(cache=True, nogil=True)(function))
+    except RuntimeError:  # no writable cache directory: compiled in each process instead
+        return cast(_F, _numba.njit(nogil=True)(function))
 
 
 @_jit

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gzip
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,32 @@ def test_the_scanner_is_compiled() -> None:
     # numba is a dependency: the other candump tests must go through the compiled scanner
     assert candump_scan.AVAILABLE
     assert hasattr(candump_scan._scan, "py_func")
+
+
+class _NumbaWithoutCache:
+    """numba where no cache directory can be written: ``njit(cache=True)`` raises."""
+
+    def __init__(self) -> None:
+        self.options: list[dict[str, bool]] = []
+
+    def njit(self, **options: bool) -> Callable[[Callable[..., int]], Callable[..., int]]:
+        self.options.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return lambda function: function
+
+
+def test_without_a_cache_directory_the_scanner_still_compiles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _NumbaWithoutCache()
+    monkeypatch.setattr(candump_scan, "_numba", fake)
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert candump_scan._jit(double)(4) == 8
+    assert fake.options == [{"cache": True, "nogil": True}, {"nogil": True}]
 
 
 @pytest.mark.usefixtures("numpy_path")
