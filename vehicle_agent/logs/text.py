@@ -122,19 +122,20 @@ def ascii_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[i
         pending = b""  # the start of a line whose end is not read yet
         while True:
             raw, failure = _read(file, block_bytes)
-            raw = pending + raw if pending else raw
             if failure is not None or not raw.isascii() or b"\r" in raw:
-                yield from _decoded_blocks(path, file, block_bytes, line, raw, failure)
+                yield from _decoded_blocks(path, file, block_bytes, line, pending + raw, failure)
                 return
-            if len(raw) < block_bytes + len(pending):  # the end of the file
-                if raw:
-                    yield line, raw[:-1] if raw.endswith(b"\n") else raw
+            if len(raw) < block_bytes:  # the end of the file
+                rest = pending + raw
+                if rest:
+                    yield line, rest[:-1] if rest.endswith(b"\n") else rest
                 return
             cut = raw.rfind(b"\n")
             if cut < 0:
-                pending = raw
+                pending += raw
                 continue
-            block = raw[:cut]
+            # One copy into the block (the pending bytes and the read's lines joined).
+            block = b"".join((pending, memoryview(raw)[:cut])) if pending else raw[:cut]
             yield line, block
             line += _newlines(block) + 1
             pending = raw[cut + 1 :]
