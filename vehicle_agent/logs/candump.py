@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from vehicle_agent.logs import candump_scan
 from vehicle_agent.logs.columns import BRS, ERROR, ESI, EXTENDED, FD, REMOTE, RX, FrameColumns
 from vehicle_agent.logs.fields import Tokens
 from vehicle_agent.logs.text import (
-    BLOCK_BYTES,
     Chunker,
     LineFormat,
     Row,
@@ -39,7 +37,7 @@ from vehicle_agent.logs.text import (
     text_blocks,
 )
 
-__all__ = ["parse_line", "read"]
+__all__ = ["SCAN_FROM_BYTES", "parse_line", "read", "warm_up"]
 
 _CAN_ERR_FLAG = 0x20000000
 _CAN_ERR_BUSERROR = 0x00000080
@@ -55,73 +53,44 @@ _LETTERS = np.frombuffer(b"RrTt", dtype=np.uint8)
 _ERROR_FLAGS = EXTENDED | ERROR | RX  # can.Message(timestamp=..., is_error_frame=True)
 
 
+#: Logs from this size on (on disk; a ``.gz`` counts four times its size, candump
+#: text compresses 5-6 times) are read by the compiled scanner. Loading numba and
+#: the scanner's cached code costs a process ~0.3 CPU-s and ~100 MiB once; the
+#: scanner wins the time back from ~40 MB of text on (~0.47 µs a line).
+SCAN_FROM_BYTES = 32 << 20
+
+
 def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
     """The frames of the candump log at *path* (``.log`` or ``.log.gz``), in chunks."""
-    if not candump_scan.AVAILABLE:
+    if not _worth_scanning(path) or not warm_up():
         yield from read_lines(path, _FORMAT, text_blocks(path), Chunker(chunk_frames))
         return
-    chunks = ScannedChunks(chunk_frames)
+    from vehicle_agent.logs.candump_chunks import ScannedChunks
+
+    chunks = ScannedChunks(chunk_frames, _channel)
     fmt = LineFormat(parse_line, block=chunks.scan_block)
     yield from read_lines(path, fmt, ascii_blocks(path), chunks, direct=chunks.scan_into)
 
 
-class ScannedChunks:
-    """Chunks of frames the compiled scanner writes straight into (see :func:`read`).
+def warm_up() -> bool:
+    """Load the compiled scanner (numba, and its code from the disk cache or compiled),
+    as :func:`read` does for a large log; whether it is there."""
+    from vehicle_agent.logs import candump_scan
 
-    A block of plain ASCII lines all of the usual shape is scanned into the
-    chunk being filled (:meth:`scan_into`), no piece made and no copy; any
-    other block becomes a piece as :func:`~vehicle_agent.logs.text.read_lines`
-    makes it (the scanner for its usual lines, :func:`parse_line` for the
-    others; :meth:`scan_block`), copied in with :meth:`add`.
-    """
+    if not candump_scan.AVAILABLE:
+        return False
+    candump_scan.warm_up()
+    return True
 
-    def __init__(self, chunk_frames: int) -> None:
-        self._size = chunk_frames
-        self._position = 0
-        self._channels = candump_scan.Channels(_channel)
-        self._lines = candump_scan.Lines()
-        # Room for a chunk and two blocks: a chunk is taken before the next block.
-        block_rows = BLOCK_BYTES // candump_scan.SHORTEST_LINE + 1
-        self._buffer = candump_scan.FrameBuffer(chunk_frames + 2 * block_rows)
 
-    def scan_into(self, block: bytes) -> list[FrameColumns] | None:
-        """Scan *block* into the chunks: the chunks now full; None (nothing kept) when a
-        line needs the line parser."""
-        scanned = self._buffer.scan(block, self._channels, self._lines, stop_at_slow=True)
-        return None if scanned is None else list(self._full())
-
-    def scan_block(
-        self, block: bytes
-    ) -> tuple[FrameColumns, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """The frames of the usual lines of *block*, their lines' indices and the indices
-        of the lines left for the line parser (blank lines in neither)."""
-        buffer = candump_scan.FrameBuffer(len(block) // candump_scan.SHORTEST_LINE + 1)
-        slow = buffer.scan(block, self._channels, self._lines, stop_at_slow=False)
-        assert slow is not None  # it stops at no line
-        frames = buffer.count
-        rows = self._lines.rows[:frames].astype(np.intp)
-        return buffer.take(frames, self._channels), rows, slow.astype(np.intp)
-
-    def add(self, piece: FrameColumns) -> Iterator[FrameColumns]:
-        """Take *piece*; yield the chunks that are now full."""
-        self._buffer.append(piece, self._channels)
-        yield from self._full()
-
-    def flush(self) -> Iterator[FrameColumns]:
-        """Yield the frames left over, as one last (shorter) chunk."""
-        left = self._buffer.count - self._buffer.start
-        if left:
-            yield self._take(left)
-
-    def _full(self) -> Iterator[FrameColumns]:
-        while self._buffer.count - self._buffer.start >= self._size:
-            yield self._take(self._size)
-
-    def _take(self, n: int) -> FrameColumns:
-        chunk = self._buffer.take(n, self._channels)
-        chunk.first_position = self._position
-        self._position += n
-        return chunk
+def _worth_scanning(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False  # the numpy path reports it
+    if path.name.lower().endswith(".gz"):
+        size *= 4
+    return size >= SCAN_FROM_BYTES
 
 
 def parse_line(line: str) -> Row | None:

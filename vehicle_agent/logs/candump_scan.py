@@ -56,6 +56,7 @@ __all__ = [
     "Channels",
     "FrameBuffer",
     "Lines",
+    "warm_up",
 ]
 
 #: Data bytes a line of the bulk path may carry (CAN FD's most); longer: the line parser.
@@ -544,3 +545,9 @@ class FrameBuffer:
             channel=codes,
             channels=names,
         )
+
+
+def warm_up() -> None:
+    """Compile the scanner, or load it from the disk cache, by scanning one line."""
+    buffer = FrameBuffer(1)
+    buffer.scan(b"(1.5) can0 123#11", Channels(str), Lines(), stop_at_slow=False)

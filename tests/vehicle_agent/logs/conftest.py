@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vehicle_agent.logs import text
+from vehicle_agent.logs import candump, text
 from vehicle_agent.logs.columns import FrameColumns
 from vehicle_agent.logs.text import pack_rows
 
@@ -20,3 +20,9 @@ def line_parser_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(text, "pack_rows", counting)
     return counts
+
+
+@pytest.fixture(autouse=True)
+def candump_scanner_for_every_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candump reader scans small logs too (the tests' logs are all small)."""
+    monkeypatch.setattr(candump, "SCAN_FROM_BYTES", 0)

@@ -28,7 +28,7 @@ from tests.vehicle_agent.logs.test_text_readers import (
     write_text,
 )
 from vehicle_agent.errors import LogFormatError
-from vehicle_agent.logs import candump, candump_scan
+from vehicle_agent.logs import candump, candump_scan, warm_up
 from vehicle_agent.logs.text import ascii_blocks, pack_rows, text_blocks
 
 
@@ -68,6 +68,37 @@ def test_without_a_cache_directory_the_scanner_still_compiles(
 
     assert candump_scan._jit(double)(4) == 8
     assert fake.options == [{"cache": True, "nogil": True}, {"nogil": True}]
+
+
+class _ScannerRefused(Exception):
+    pass
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise _ScannerRefused
+
+
+@pytest.mark.parametrize("name", ["frames.log", "frames.log.gz"])
+def test_logs_from_a_size_on_are_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Below ``SCAN_FROM_BYTES`` on disk (a .gz counting four times) the numpy path reads
+    the log: loading numba would cost more than the scanner saves."""
+    path = write_log(tmp_path / name, sample_messages(200))
+    size = path.stat().st_size * (4 if name.endswith(".gz") else 1)
+    monkeypatch.setattr(candump_scan.FrameBuffer, "scan", _refuse)
+    monkeypatch.setattr(candump, "SCAN_FROM_BYTES", size + 1)
+    assert fast(candump, path) == python_can(path)
+    monkeypatch.setattr(candump, "SCAN_FROM_BYTES", size)
+    with pytest.raises(_ScannerRefused):
+        list(candump.read(path, 100))
+
+
+def test_warm_up_loads_the_scanner_for_candump_only() -> None:
+    assert candump.warm_up()
+    warm_up(Path("x.log.gz"))
+    warm_up(Path("x.blf"))  # no warm_up: nothing to load
+    warm_up(Path("x.unknown"))
 
 
 @pytest.mark.usefixtures("numpy_path")
