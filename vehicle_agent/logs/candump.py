@@ -4,7 +4,11 @@ python-can's ``CanutilsLogReader`` splits each line and builds a message; this
 reader reads the lines of the usual shape, ``(1436509052.249713) vcan0
 044#2A366C2BBA`` with an optional CAN FD ``#<flags>`` after the ``#``,
 ``R[<dlc>]`` for a remote frame and a trailing `` R``/`` T`` (received/sent,
-as python-can writes it), from a whole block's tokens at once (see
+as python-can writes it), in bulk: in a log of :data:`SCAN_FROM_BYTES` or
+more, with a scanner compiled by numba that reads a block's bytes in one pass
+(:mod:`vehicle_agent.logs.candump_scan`, filling the chunks of
+:mod:`vehicle_agent.logs.candump_chunks`); in a smaller one, or without numba,
+from a whole block's tokens at once with numpy (see
 :mod:`vehicle_agent.logs.text`). Any other line goes through
 :func:`parse_line`, a port of python-can 4.6's loop body, so odd files read
 exactly as python-can reads them (or fail where it fails).
