@@ -112,6 +112,24 @@ def _jit(function: _F) -> _F:
 
 
 @_jit
+def _same(
+    buf: npt.NDArray[np.uint8],
+    start: int,
+    end: int,
+    names: npt.NDArray[np.uint8],
+    sizes: npt.NDArray[np.int64],
+    entry: int,
+) -> bool:
+    """Whether the token ``buf[start:end]`` is the table's entry *entry*."""
+    if sizes[entry] != end - start:
+        return False
+    for i in range(end - start):  # noqa: SIM110 (numba compiles loops, not all() of a generator)
+        if buf[start + i] != names[entry, i]:
+            return False
+    return True
+
+
+@_jit
 def _channel_code(
     buf: npt.NDArray[np.uint8],
     start: int,
@@ -128,23 +146,6 @@ def _channel_code(
         if entry != hint and _same(buf, start, end, names, sizes, entry):
             return entry
     return -1
-
-
-@_jit
-def _same(
-    buf: npt.NDArray[np.uint8],
-    start: int,
-    end: int,
-    names: npt.NDArray[np.uint8],
-    sizes: npt.NDArray[np.int64],
-    entry: int,
-) -> bool:
-    if sizes[entry] != end - start:
-        return False
-    for i in range(end - start):  # noqa: SIM110 (numba compiles loops, not all() of a generator)
-        if buf[start + i] != names[entry, i]:
-            return False
-    return True
 
 
 @_jit
