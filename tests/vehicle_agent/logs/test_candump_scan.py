@@ -94,11 +94,22 @@ def test_logs_from_a_size_on_are_scanned(
         list(candump.read(path, 100))
 
 
-def test_warm_up_loads_the_scanner_for_candump_only() -> None:
-    assert candump.warm_up()
+def test_warm_up_loads_the_scanner_for_candump_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[str] = []
+    monkeypatch.setattr(candump_scan, "warm_up", lambda: loaded.append("scanner"))
     warm_up(Path("x.log.gz"))
     warm_up(Path("x.blf"))  # no warm_up: nothing to load
     warm_up(Path("x.unknown"))
+    assert loaded == ["scanner"]
+    monkeypatch.setattr(candump_scan, "AVAILABLE", False)
+    assert not candump.warm_up()
+    assert loaded == ["scanner"]
+
+
+def test_warm_up_compiles_the_scanner() -> None:
+    candump_scan.warm_up()
+    # compiled (or loaded from the cache) for the arrays of a block of bytes
+    assert getattr(candump_scan._scan, "signatures", None)
 
 
 @pytest.mark.usefixtures("numpy_path")
