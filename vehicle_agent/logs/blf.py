@@ -51,13 +51,14 @@ the same bytes (deflate has one decoding, and both check the Adler-32 sum).
 from __future__ import annotations
 
 import decimal
+import io
 import logging
 import os
 import struct
 import zlib
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +82,8 @@ _LOG_CONTAINER = 10
 #: vanish (1M frames of 48-byte objects: 0.077 CPU-s container by container,
 #: 0.053 from 512 KiB on), small enough to stay in cache.
 BATCH_BYTES = 1 << 20
+#: Bytes of the file read at once.
+BLOCK_BYTES = 4 << 20
 # What ISA-L errors are (its stubs type the class as an instance).
 _ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
@@ -118,7 +121,7 @@ def read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]:
     yield from chunks.flush()
 
 
-def _pieces(file: BinaryIO) -> Iterator[Piece]:
+def _pieces(file: io.BufferedIOBase) -> Iterator[Piece]:
     """The frames of the log, a batch of containers at a time; raises :class:`_Broken`."""
     stream = _Stream(file)
     containers = iter(stream)
@@ -151,7 +154,7 @@ class _Stream:
     ``start`` is the file's start time, ``pos`` where the walk is in the file.
     """
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: io.BufferedIOBase) -> None:
         self._file = file
         self._size = os.fstat(file.fileno()).st_size
         raw = file.read(_FILE_HEADER.size)
@@ -165,20 +168,39 @@ class _Stream:
                 "byte 4", f"file header size {self.pos} out of range (file of {self._size} bytes)"
             )
         file.seek(self.pos)
+        self._block = bytearray()
+        self._at = 0  # the next byte of the file in _block
+
+    def _take(self, count: int) -> memoryview:
+        """The file's next *count* bytes (fewer at its end), from a block read at once.
+
+        Reading a few MiB at a time rather than object by object saves system
+        calls; a bytearray filled by ``readinto`` costs no copy.
+        """
+        if self._at + count > len(self._block):
+            rest = self._block[self._at :]
+            # Never read past the size: the buffer is allocated first.
+            more = min(max(count - len(rest), BLOCK_BYTES), max(self._size - self._file.tell(), 0))
+            block = bytearray(len(rest) + more)
+            block[: len(rest)] = rest
+            got = self._file.readinto(memoryview(block)[len(rest) :])
+            del block[len(rest) + got :]
+            self._block, self._at = block, 0
+        view = memoryview(self._block)[self._at : self._at + count]
+        self._at += len(view)
+        return view
 
     def __iter__(self) -> Iterator[_Container]:
-        file, size = self._file, self._size
-        while raw := file.read(_OBJECT_HEADER.size):
+        while raw := self._take(_OBJECT_HEADER.size):
             here = f"byte {self.pos}"
             if len(raw) < _OBJECT_HEADER.size:
                 raise _Broken(here, "file ends inside an object header")
             signature, _, _, obj_size, obj_type = _OBJECT_HEADER.unpack(raw)
             if signature != b"LOBJ" or obj_size < _OBJECT_HEADER.size:
                 raise _Broken(here, f"no object (signature {signature!r}, size {obj_size})")
-            # Never ask read() for more than the file holds: it allocates it first.
             wanted = obj_size - _OBJECT_HEADER.size
-            body = file.read(min(wanted, max(size - file.tell(), 0)))
-            file.read(obj_size % 4)  # padding, as python-can counts it
+            body = self._take(wanted)
+            self._take(obj_size % 4)  # padding, as python-can counts it
             self.pos += _OBJECT_HEADER.size + wanted + obj_size % 4
             damage = "file ends inside this object" if len(body) < wanted else ""
             container = obj_type == _LOG_CONTAINER
@@ -191,7 +213,7 @@ class _Stream:
                 if damage:
                     raise _Broken(here, damage)
                 continue
-            data: bytes | memoryview = memoryview(body)[_CONTAINER_HEADER.size :]
+            data: bytes | memoryview = body[_CONTAINER_HEADER.size :]
             if method == 2:
                 data, cut = _inflate(data, here)
                 damage = damage or cut

@@ -152,6 +152,24 @@ def test_joined_containers_give_python_cans_frames(
     assert one_by_one(path, 4096, monkeypatch) == expected
 
 
+@pytest.mark.parametrize("block", [1, 7, 100, 5000])
+def test_any_block_size_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    whole = write_blf(tmp_path / "log.blf", frames(2000, seed=block),
+                      max_container_size=700).read_bytes()  # fmt: skip
+    (_, _), (second, size), *_ = containers(whole)
+    monkeypatch.setattr(blf, "BLOCK_BYTES", block)
+    for cut in (len(whole), second + size // 2, second + 10, second):
+        path = tmp_path / f"cut{cut}.blf"
+        path.write_bytes(whole[:cut])
+        expected, _ = read_until_error(python_can(path))
+        got, error = read_until_error(of_chunks(blf.read(path, 500), 500))
+        assert got == expected, cut
+        assert (error is None) == (cut == len(whole)), cut
+        assert error is None or f"byte {second}" in str(error)
+
+
 def damaged_logs(whole: bytes) -> Iterator[tuple[str, bytes]]:
     """The log with one container in its middle damaged in several ways."""
     spans = containers(whole)
