@@ -226,14 +226,27 @@ def test_a_corrupt_object_inside_joined_containers(
 # --- runs of like objects ----------------------------------------------------------
 
 
-def run_of(count: int, seed: int, version: int = 1) -> bytes:
+def record(kind: int, rng: random.Random) -> bytes:
+    """A random record of a classic (86), error (73) or CAN FD (100) frame."""
+    channel, flags, ident = rng.choice([1, 2]), rng.choice([0, 1, 0x80]), rng.getrandbits(32)
+    if kind == 73:
+        dlc, data = rng.randrange(16), b"LOBJ" + rng.randbytes(4)
+        return struct.pack("<HHLBBBxLLH2x8s", channel, 0, 0, 0, 0, dlc, 0, ident, 0, data)
+    if kind == 100:
+        dlc, fd_flags, valid = rng.randrange(16), rng.randrange(8), rng.randrange(70)
+        data = b"LOBJ" + rng.randbytes(60)
+        fields = (channel, flags, dlc, ident, 0, 0, fd_flags, valid, data)
+        return struct.pack("<HBBLLBBB5x64s", *fields)
+    return can_body(channel, flags, rng.randrange(16), ident, b"LOBJ" + rng.randbytes(4))
+
+
+def run_of(count: int, seed: int, version: int = 1, kind: int = 86) -> bytes:
     rng = random.Random(seed)
     objects = []
     for _ in range(count):
-        channel, flags, ident = rng.choice([1, 2]), rng.choice([0, 1, 0x80]), rng.getrandbits(32)
-        body = can_body(channel, flags, 8, ident, b"LOBJ" + rng.randbytes(4))
         tflags, ticks = rng.choice([1, 2]), rng.getrandbits(40)
-        objects.append(obj(86, body, version=version, tflags=tflags, ticks=ticks))
+        body = record(kind, rng)
+        objects.append(obj(kind, body, version=version, tflags=tflags, ticks=ticks))
     return b"".join(objects)
 
 
@@ -253,10 +266,11 @@ def tails(one: bytes) -> Iterator[tuple[str, bytes, bool]]:
     yield "an object too small", one[:8] + struct.pack("<L", 40) + one[12:], False
 
 
+@pytest.mark.parametrize("kind", [86, 73, 100])
 @pytest.mark.parametrize("version", [1, 2])
-def test_a_run_parses_as_the_walk_over_every_object(version: int) -> None:
-    body = run_of(300, seed=version, version=version)
-    one = run_of(1, seed=99, version=version)
+def test_a_run_parses_as_the_walk_over_every_object(version: int, kind: int) -> None:
+    body = run_of(300, seed=version, version=version, kind=kind)
+    one = run_of(1, seed=99, version=version, kind=kind)
     for name, tail, shortcut in tails(one):
         buffer = body + tail + blf_objects.PAD
         end = len(buffer) - len(blf_objects.PAD)
@@ -271,3 +285,13 @@ def test_a_run_parses_as_the_walk_over_every_object(version: int) -> None:
             column, other = getattr(quick[0], field), getattr(walked[0], field)
             assert column.dtype == other.dtype, name
             assert np.array_equal(column, other), name
+
+
+@pytest.mark.parametrize("kind", [86, 73, 100])
+def test_runs_of_each_kind_as_python_can_reads_them(tmp_path: Path, kind: int) -> None:
+    stream = run_of(3000, seed=kind, kind=kind)
+    parts = [(2, stream[i : i + 50_000]) for i in range(0, len(stream), 50_000)]
+    path = blf_file(tmp_path / "run.blf", *parts)
+    expected = list(python_can(path))
+    assert len(expected) == 3000
+    assert fast(path, 1000) == expected
