@@ -17,6 +17,7 @@ from cloud.auth import issue_token
 from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
 from cloud.events import EventBus, open_bus
+from cloud.retention import run_periodically
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
 
@@ -80,7 +81,12 @@ async def _serve_with(
         )
         if on_started is not None:
             on_started(server)
-        await stop.wait()
+        retention = asyncio.create_task(run_periodically(settings, registry), name="retention")
+        try:
+            await stop.wait()
+        finally:
+            retention.cancel()
+            await asyncio.wait([retention])
         logger.info("stopping the gateway")
     finally:
         # Also on cancellation: the grace period still applies.

@@ -19,12 +19,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.domain import AGENT_DEFAULT_PURPOSES, Purpose
 
-__all__ = ["MIN_SECRET_BYTES", "CloudSettings", "TenantSettings"]
+__all__ = ["MIN_SECRET_BYTES", "CloudSettings", "RetentionPolicy", "TenantSettings"]
 
 _TENANT_NAME = re.compile(r"[a-z0-9_-]{1,63}")
 _LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(?P<port>\d{1,5})")
@@ -32,6 +32,23 @@ _NATS_URL = re.compile(r"(nats|tls)://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s\[\]@]+)
 
 #: HS256 keys shorter than the hash output weaken the signature (and PyJWT warns).
 MIN_SECRET_BYTES = 32
+
+
+class RetentionPolicy(BaseModel):
+    """How long each class of a tenant's data is kept, in days (None: for ever).
+
+    Raw samples are folded into per-minute aggregates as they expire, so the
+    aggregates are the long-term history; events and trips (with the daily
+    idle totals) are the rules' results. Enforced by ``telehub cloud retention``
+    and, every ``CloudSettings.retention_interval_seconds``, by the gateway.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    raw_samples_days: float | None = Field(default=90.0, gt=0)
+    aggregates_days: float | None = Field(default=3 * 365.0, gt=0)
+    events_days: float | None = Field(default=3 * 365.0, gt=0)
+    trips_days: float | None = Field(default=3 * 365.0, gt=0)
 
 
 class TenantSettings(BaseModel):
@@ -42,6 +59,7 @@ class TenantSettings(BaseModel):
     token_secret: SecretStr
     #: ``None`` uses ``CloudSettings.default_consent``.
     default_consent: frozenset[Purpose] | None = None
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
     @field_validator("token_secret")
     @classmethod
@@ -72,6 +90,9 @@ class CloudSettings(BaseSettings):
     #: How often a live session re-reads its vehicle's plan and consent versions, so
     #: that a change made by another process (the CLI, another gateway) reaches the car.
     control_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: How often the gateway enforces every tenant's retention policy; 0: never
+    #: (then run ``telehub cloud retention`` from a scheduler).
+    retention_interval_seconds: float = Field(default=3600.0, ge=0)
     #: ``memory`` or ``nats://host:port`` (see the module docstring).
     event_bus: str = "memory"
     #: Unacknowledged messages the bus holds per consumer (memory) or per tenant
@@ -122,6 +143,10 @@ class CloudSettings(BaseSettings):
         if configured is not None:
             return configured
         return f"sqlite:///{self.data_dir / f'{tenant}.db'}"
+
+    def retention_of(self, tenant: str) -> RetentionPolicy:
+        """The tenant's retention policy."""
+        return self.tenants[tenant].retention
 
     def default_consent_of(self, tenant: str) -> frozenset[Purpose]:
         """The consent ``tenant``'s vehicles have until one is set (version 0).

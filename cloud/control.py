@@ -8,9 +8,12 @@ re-reads the versions in force and sends what changed. That makes it bounded
 and latest-wins by construction (one flag per session, however many changes).
 
 The hub only reaches sessions of this process. A change made elsewhere (the
-CLI, another gateway process) is found by each session's poll of the stored
-versions every ``control_poll_seconds``; an event bus replaces the poll once
-gateways and workers run apart (a later issue).
+CLI, another gateway process) is found by the gateway's ``ControlPoller``: every
+``control_poll_seconds`` it reads the versions in force of every vehicle with a
+live session, a tenant at a time in a few queries, and wakes the sessions whose
+vehicle's versions differ from what they last read. (Each session polling on
+its own cost a query per session per period: 2,000 queries a second for
+10,000 streams at 5 s.)
 
 Version 0 of consent: a vehicle whose owner's consent was never set has the
 tenant's default consent, and that is version 0. The car's built-in default
@@ -33,11 +36,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from cloud.domain import Purpose, VehicleControlStatus
-from cloud.errors import InvalidPlan
+from cloud.errors import CloudError, InvalidPlan
 from cloud.plans import PlanDocument, check_signals, parse_plan
 from cloud.store import TenantRegistry
 
-__all__ = ["ControlHub", "ControlService", "ControlSignal"]
+__all__ = ["ControlHub", "ControlPoller", "ControlService", "ControlSignal"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +51,15 @@ class ControlSignal:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._event = asyncio.Event()
+        #: The (plan, consent) versions the session last read from the store.
+        self.seen: tuple[int, int] | None = None
 
     def clear(self) -> None:
         """Forget earlier wake-ups (call before re-reading the store, so none is lost)."""
         self._event.clear()
 
-    async def wait(self, seconds: float) -> bool:
-        """Wait until woken, at most ``seconds``; True when woken."""
+    async def wait(self, seconds: float | None) -> bool:
+        """Wait until woken, at most ``seconds`` (None: no limit); True when woken."""
         try:
             async with asyncio.timeout(seconds):
                 await self._event.wait()
@@ -74,6 +79,9 @@ class ControlHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watchers: dict[tuple[str, str], set[ControlSignal]] = {}
+        #: Whether a ``ControlPoller`` looks for changes made elsewhere; sessions
+        #: then wait for a wake-up instead of polling on their own.
+        self.polled = False
 
     @contextlib.contextmanager
     def watch(self, tenant: str, vehicle_id: str) -> Iterator[ControlSignal]:
@@ -102,6 +110,55 @@ class ControlHub:
         for signal in watchers:
             signal._wake()
         return len(watchers)
+
+    def watched(self) -> dict[str, dict[str, list[ControlSignal]]]:
+        """Every watched vehicle's signals, by tenant and vehicle (a snapshot)."""
+        snapshot: dict[str, dict[str, list[ControlSignal]]] = {}
+        with self._lock:
+            for (tenant, vehicle_id), signals in self._watchers.items():
+                snapshot.setdefault(tenant, {})[vehicle_id] = list(signals)
+        return snapshot
+
+
+class ControlPoller:
+    """Finds control changes made outside this process for every live session at once."""
+
+    def __init__(self, registry: TenantRegistry, hub: ControlHub, seconds: float) -> None:
+        self._registry = registry
+        self._hub = hub
+        self._seconds = seconds
+        #: Polls of a tenant that failed (the store was unavailable); the next one retries.
+        self.errors = 0
+
+    async def run(self) -> None:
+        """Poll every ``seconds`` until cancelled."""
+        self._hub.polled = True
+        try:
+            while True:
+                await asyncio.sleep(self._seconds)
+                await self.poll()
+        finally:
+            self._hub.polled = False
+
+    async def poll(self) -> int:
+        """One look at every watched vehicle; returns how many sessions were woken."""
+        woken = 0
+        for tenant, vehicles in self._hub.watched().items():
+            try:
+                store = self._registry.store(tenant)
+                versions = await asyncio.to_thread(store.control_versions_of, list(vehicles))
+            except CloudError as exc:
+                self.errors += 1
+                logger.warning("cannot poll control versions of tenant %s: %s", tenant, exc)
+                continue
+            for vehicle_id, signals in vehicles.items():
+                now = versions.get(vehicle_id)
+                for signal in signals:
+                    # A session that has not read yet reads anyway: no wake-up needed.
+                    if now is not None and signal.seen is not None and signal.seen != now:
+                        signal._wake()
+                        woken += 1
+        return woken
 
 
 class ControlService:

@@ -16,6 +16,8 @@
     │                        fails validation
     ├── InvalidPlan          a collection-plan document (or consent) an operator wrote
     │                        that cannot be accepted; nothing was stored
+    ├── UnknownBatch         a batch (vehicle, sequence) the tenant's store does not hold
+    ├── UnknownSignal        a signal (bus, message, name) the tenant's store does not know
     ├── StoreError           the tenant's database failed; nothing was committed
     ├── ListenError          the gateway cannot bind its address
     └── EventBusError        the event bus failed (cloud.events)
@@ -51,6 +53,8 @@ __all__ = [
     "NotPermitted",
     "ProtocolError",
     "StoreError",
+    "UnknownBatch",
+    "UnknownSignal",
     "UnknownTenant",
     "UnknownVehicle",
 ]
@@ -107,6 +111,14 @@ class InvalidReport(CloudError):
 
 class InvalidPlan(CloudError):
     """A collection plan or consent change cannot be accepted; the message lists every reason."""
+
+
+class UnknownBatch(CloudError):
+    """The tenant's store holds no batch of that sequence for the vehicle."""
+
+
+class UnknownSignal(CloudError):
+    """The tenant's store knows no signal of that bus, message and name."""
 
 
 class StoreError(CloudError):

@@ -24,7 +24,7 @@ from grpc_health.v1._async import HealthServicer
 
 from cloud.auth import TokenVerifier
 from cloud.config import CloudSettings
-from cloud.control import ControlHub, ControlService
+from cloud.control import ControlHub, ControlPoller, ControlService
 from cloud.errors import ListenError
 from cloud.events import CommitNotifier, EventBus
 from cloud.gateway import TelemetryGatewayServicer
@@ -48,6 +48,7 @@ class GatewayServer:
         health_servicer: HealthServicer,
         target: str,
         control: ControlService,
+        poller: asyncio.Task[None] | None = None,
         notifier: CommitNotifier | None = None,
         servicer: TelemetryGatewayServicer | None = None,
     ) -> None:
@@ -57,6 +58,7 @@ class GatewayServer:
         self._health = health_servicer
         self._target = target
         self._control = control
+        self._poller = poller
         self._stopped = False
         self._stop_lock = asyncio.Lock()
 
@@ -100,6 +102,9 @@ class GatewayServer:
                 return
             await self._health.enter_graceful_shutdown()
             await self._server.stop(grace)
+            if self._poller is not None:
+                self._poller.cancel()
+                await asyncio.wait([self._poller])
             self._stopped = True
 
     async def wait_for_termination(self) -> None:
@@ -171,11 +176,13 @@ async def start_gateway(
     await server.start()
     for service in ("", GATEWAY_SERVICE):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    poller = ControlPoller(registry, hub, settings.control_poll_seconds)
     return GatewayServer(
         server,
         health_servicer,
         _dial_target(settings.listen, port),
         ControlService(registry, hub),
+        asyncio.create_task(poller.run(), name="control-poller"),
         notifier,
         servicer,
     )

@@ -7,8 +7,9 @@
   agents are skipped.
 - The control pusher sends the vehicle's plan and consent when the versions
   in force differ from what the car runs: first right after the Welcome
-  (against the hello's versions), then whenever the ``ControlHub`` wakes it
-  or ``control_poll_seconds`` passed. It re-reads the store each time, so only
+  (against the hello's versions), then whenever the ``ControlHub`` wakes it:
+  a change made in this process, or one the gateway's ``ControlPoller`` found
+  (without a poller, every ``control_poll_seconds``). It re-reads the store each time, so only
   the newest version is ever sent. Store failures here are logged and counted
   and retried at the next wake-up: the data path decides the stream's fate.
 
@@ -281,6 +282,8 @@ class VehicleSession:
                 plan_version, consent_version = await asyncio.to_thread(
                     store.control_versions, vehicle_id
                 )
+                if signal is not None:
+                    signal.seen = (plan_version, consent_version)
                 if plan_version and plan_version != plan_sent:
                     plan_sent = await self._send_plan(store)
                 if consent_version != consent_sent:
@@ -290,10 +293,12 @@ class VehicleSession:
             except StoreError as exc:
                 self.control_errors += 1
                 logger.warning("%s: cannot push plan or consent: %s", self._name, exc)
-            if signal is not None:
-                await signal.wait(self._poll)
-            else:
+            if signal is None:
                 await asyncio.sleep(self._poll)
+            elif self._hub is not None and self._hub.polled and signal.seen is not None:
+                await signal.wait(None)  # the gateway's poller wakes it on a change
+            else:
+                await signal.wait(self._poll)
 
     async def _send_plan(self, store: TenantStore) -> int:
         """Send the newest plan; returns its version (also when it could not be sent)."""
@@ -317,13 +322,13 @@ def _open_session(
     catalog_id: int,
     signals: Sequence[SignalDef],
 ) -> tuple[CatalogMap, int]:
-    """Everything a hello needs from the store, in one worker-thread hop."""
-    if not store.is_enrolled(identity.vehicle_id):
+    """Everything a hello needs from the store, in one worker-thread hop and one transaction."""
+    try:
+        return store.open_session(identity.vehicle_id, agent_version, catalog_id, signals)
+    except UnknownVehicle:
         raise UnknownVehicle(
             f"vehicle {identity.vehicle_id!r} is not enrolled in tenant {identity.tenant!r}"
-        )
-    catalog = store.register_catalog(identity.vehicle_id, agent_version, catalog_id, signals)
-    return catalog, store.last_sequence(identity.vehicle_id)
+        ) from None
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         plot_cmd,
         replay_cmd,
+        simulate_cmd,
     )
 
     parser = argparse.ArgumentParser(
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode_cmd.register(sub)
     plot_cmd.register(sub)
     replay_cmd.register(sub)
+    simulate_cmd.register(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from cloud.config import CloudSettings
 from cloud.control import ControlService
 from cloud.domain import FaultEntry, Purpose
 from cloud.errors import InvalidPlan
+from cloud.retention import enforce_retention
 from cloud.store import TenantRegistry, TenantStore
 from tools.workers import run_workers
 
@@ -80,6 +82,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     h = cloud_sub.add_parser("health", help="the latest health report of a vehicle's agent")
     _vehicle_args(h)
     h.set_defaults(handler=_health)
+
+    r = cloud_sub.add_parser(
+        "retention",
+        help="enforce each tenant's retention policy now (raw samples to minutes, expiry)",
+    )
+    r.add_argument("--data-dir", type=Path, help="folder of the default SQLite tenant stores")
+    r.add_argument("--tenant", action="append", help="only this tenant (repeat for several)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(handler=_retention)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -269,3 +280,25 @@ def _from_us(ts_us: int) -> datetime | None:
 
 def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.isoformat(timespec="seconds")
+
+
+def _retention(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with TenantRegistry(settings) as registry:
+        reports = enforce_retention(settings, registry, tenants=args.tenant)
+    failed = 1 if any(r.error is not None for r in reports) else 0
+    if args.json:
+        print(json.dumps({"tenants": [dataclasses.asdict(r) for r in reports]}, indent=2))
+        return failed
+    for r in reports:
+        if r.error is not None:
+            print(f"{r.tenant}: failed: {r.error}")
+            continue
+        kept = [k for k, v in r.cutoffs.items() if v is None]
+        print(
+            f"{r.tenant}: {r.samples_expired:,} raw samples folded into {r.minutes_merged:,} "
+            f"minutes; expired {r.aggregates_expired:,} minutes, {r.events_expired:,} events, "
+            f"{r.trips_expired:,} trips ({r.seconds:.2f} s)"
+            + (f"; kept for ever: {', '.join(kept)}" if kept else "")
+        )
+    return failed

@@ -19,9 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from cloud.domain import Consent, PlanReport, Purpose, StoredPlan, VehicleControlStatus
 from cloud.errors import StoreError
 from cloud.store.base import StoreBase, now, require_vehicle
-from cloud.store.models import ConsentRow, PlanRow, PlanStatusRow
+from cloud.store.models import ConsentRow, PlanRow, PlanStatusRow, Vehicle
 
 __all__ = ["ControlStore"]
+
+#: Vehicles per query of a poll (SQLite allows a few thousand bound parameters).
+_POLL_CHUNK = 1_000
 
 #: Attempts at allocating a version before giving up (only concurrent writers retry).
 _VERSION_ATTEMPTS = 5
@@ -140,6 +143,26 @@ class ControlStore(StoreBase):
             consent = select(func.max(ConsentRow.version)).where(ConsentRow.vehicle_id == pk)
             row = conn.execute(select(plan.scalar_subquery(), consent.scalar_subquery())).one()
         return int(row[0] or 0), int(row[1] or 0)
+
+    def control_versions_of(self, vehicle_ids: Collection[str]) -> dict[str, tuple[int, int]]:
+        """:meth:`control_versions` of many vehicles at once (unknown ones left out).
+
+        One query per thousand vehicles: a gateway holding ten thousand streams
+        polls them all in ten queries instead of ten thousand.
+        """
+        ids = sorted(vehicle_ids)
+        plan = select(func.max(PlanRow.version)).where(PlanRow.vehicle_id == Vehicle.id)
+        consent = select(func.max(ConsentRow.version)).where(ConsentRow.vehicle_id == Vehicle.id)
+        query = select(Vehicle.vehicle_id, plan.scalar_subquery(), consent.scalar_subquery())
+        versions: dict[str, tuple[int, int]] = {}
+        with self._connection("read control versions") as conn:
+            for i in range(0, len(ids), _POLL_CHUNK):
+                chunk = ids[i : i + _POLL_CHUNK]
+                for vehicle_id, plan_version, consent_version in conn.execute(
+                    query.where(Vehicle.vehicle_id.in_(chunk))
+                ):
+                    versions[vehicle_id] = (int(plan_version or 0), int(consent_version or 0))
+        return versions
 
     def vehicle_status(self, vehicle_id: str) -> VehicleControlStatus:
         """The plan and consent in force, and what the car last said it runs."""

@@ -18,11 +18,11 @@ from cloud.store.base import StoreBase, now, require_vehicle, table
 from cloud.store.dialect import insert_ignoring_conflicts
 from cloud.store.models import AgentHealthRow, FaultCodeRow, Vehicle
 
-__all__ = ["DiagnosticsStore"]
+__all__ = ["FAULT_COLUMNS", "DiagnosticsStore", "fault_entry"]
 
 _FAULTS = table(FaultCodeRow)
 _HEALTH = table(AgentHealthRow)
-_FAULT_COLUMNS = (
+FAULT_COLUMNS = (
     FaultCodeRow.protocol,
     FaultCodeRow.bus,
     FaultCodeRow.source,
@@ -91,7 +91,7 @@ class DiagnosticsStore(StoreBase):
     def fault_history(self, vehicle_id: str, *, limit: int | None = None) -> list[FaultEntry]:
         """The vehicle's fault-code events, newest (by CAN time) first."""
         query = (
-            select(*_FAULT_COLUMNS)
+            select(*FAULT_COLUMNS)
             .join(Vehicle, Vehicle.id == FaultCodeRow.vehicle_id)
             .where(Vehicle.vehicle_id == vehicle_id)
             .order_by(FaultCodeRow.ts_us.desc(), FaultCodeRow.id.desc())
@@ -103,7 +103,7 @@ class DiagnosticsStore(StoreBase):
         """Codes whose newest event set them, newest first."""
         ranked = (
             select(
-                *_FAULT_COLUMNS,
+                *FAULT_COLUMNS,
                 func.row_number()
                 .over(
                     partition_by=_FAULT_KEY,
@@ -116,7 +116,7 @@ class DiagnosticsStore(StoreBase):
             .subquery()
         )
         query = (
-            select(*(ranked.c[column.key] for column in _FAULT_COLUMNS))
+            select(*(ranked.c[column.key] for column in FAULT_COLUMNS))
             .where(ranked.c.rank == 1, ranked.c.state == FaultState.SET.value)
             .order_by(ranked.c.ts_us.desc(), ranked.c.bus, ranked.c.source, ranked.c.code)
         )
@@ -186,10 +186,10 @@ class DiagnosticsStore(StoreBase):
 
     def _faults(self, action: str, query: Executable) -> list[FaultEntry]:
         with self._connection(action) as conn:
-            return [_fault_entry(row) for row in conn.execute(query)]
+            return [fault_entry(row) for row in conn.execute(query)]
 
 
-def _fault_entry(row: Sequence[Any]) -> FaultEntry:
+def fault_entry(row: Sequence[Any]) -> FaultEntry:
     (protocol, bus, source, code, state, ts_us, spn, fmi, occurrences, dtc, status,
      report_id, received_at) = row  # fmt: skip
     return FaultEntry(

@@ -12,12 +12,14 @@ rejects larger ones), so they are stored as they are.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -35,14 +37,21 @@ __all__ = [
     "Base",
     "Batch",
     "ConsentRow",
+    "DailyIdleRow",
+    "EventRow",
     "EvictionRow",
     "FaultCodeRow",
+    "HealthRow",
     "LatestState",
     "PlanRow",
     "PlanStatusRow",
+    "RuleBatchRow",
+    "RuleStateRow",
     "Sample",
+    "ServiceRecordRow",
     "Signal",
     "TriggerRow",
+    "TripRow",
     "Vehicle",
     "VehicleSignal",
     "to_signed64",
@@ -151,6 +160,10 @@ class Batch(Base):
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     samples: Mapped[int]
     received_at: Mapped[datetime]
+    #: CAN time of the batch's oldest and newest sample (``None``: no samples, or a
+    #: batch stored before revision 0003); the rules read the batch back by it.
+    first_ts_us: Mapped[int | None] = mapped_column(BigInteger)
+    last_ts_us: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class LatestState(Base):
@@ -296,3 +309,129 @@ class AgentHealthRow(Base):
     plan_version: Mapped[int] = mapped_column(BigInteger)
     consent_version: Mapped[int] = mapped_column(BigInteger)
     counters: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+# ---------------------------------------------------------------------- rules
+
+
+class EventRow(Base):
+    """An event a rule raised; ``event_id`` is deterministic, so re-processing adds nothing."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("vehicle_id", "event_id", name="uq_events_vehicle_event"),
+        Index("ix_events_vehicle_ts", "vehicle_id", "ts_us"),
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    event_id: Mapped[str]
+    kind: Mapped[str]
+    #: CAN time of what the event is about.
+    ts_us: Mapped[int] = mapped_column(BigInteger)
+    severity: Mapped[str]
+    details: Mapped[dict[str, object]] = mapped_column(JSON)
+    #: The batch whose processing raised it.
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class TripRow(Base):
+    """A trip, stored as it grows (``end_us`` is NULL while it goes on), not computed on read."""
+
+    __tablename__ = "trips"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    start_us: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    end_us: Mapped[int | None] = mapped_column(BigInteger)
+    #: The end, or while it goes on the last time it was seen moving.
+    last_us: Mapped[int] = mapped_column(BigInteger)
+    distance_km: Mapped[float]
+    duration_s: Mapped[float]
+    idle_s: Mapped[float]
+    idle_fuel_l: Mapped[float]
+    fuel_used_l: Mapped[float | None]
+    energy_used_kwh: Mapped[float | None]
+    updated_at: Mapped[datetime]
+
+
+class DailyIdleRow(Base):
+    """Idle time and fuel wasted idling of one vehicle on one UTC day."""
+
+    __tablename__ = "daily_idle"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    idle_s: Mapped[float]
+    idle_fuel_l: Mapped[float]
+    updated_at: Mapped[datetime]
+
+
+class HealthRow(Base):
+    """The vehicle's latest health score and the reasons behind it."""
+
+    __tablename__ = "vehicle_health"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    score: Mapped[int]
+    #: [{"code", "points", "text"}, ...]
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    as_of_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class RuleStateRow(Base):
+    """The rule engine's snapshot of one vehicle; ``version`` guards against a lost update."""
+
+    __tablename__ = "rule_state"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[dict[str, object]] = mapped_column(JSON)
+    #: The highest ``fault_codes.id`` fed to the engine: newer ones go with the next batch.
+    last_fault_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class RuleBatchRow(Base):
+    """The rules' ledger: a batch with a row here was processed (and is never again)."""
+
+    __tablename__ = "rule_batches"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    events: Mapped[int]
+    processed_at: Mapped[datetime]
+
+
+class ServiceRecordRow(Base):
+    """A vehicle's model and last service, which maintenance is measured from."""
+
+    __tablename__ = "service_records"
+
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), primary_key=True)
+    model: Mapped[str | None]
+    serviced_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    odometer_km: Mapped[float | None]
+    updated_at: Mapped[datetime]
+
+
+class SampleMinuteRow(Base):
+    """Per-minute aggregates of a signal, the long-term history once raw samples expire.
+
+    Raw samples are folded in exactly once, in the transaction that deletes
+    them (see ``cloud.store.retention``): a sample that arrives late, after its
+    minute was aggregated, is merged into the same row when it expires in turn.
+    ``total`` over ``count`` is the mean. No foreign keys, like ``samples``.
+    """
+
+    __tablename__ = "sample_minutes"
+
+    vehicle_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    signal_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    #: Microseconds since the Unix epoch at the start of the minute (UTC).
+    minute_us: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger)
+    minimum: Mapped[float]
+    maximum: Mapped[float]
+    total: Mapped[float]

@@ -72,7 +72,13 @@ class TelemetryStore(StoreBase):
         # (rowcount of ON CONFLICT DO NOTHING is not reported by all of them).
         # The vehicle is looked up by the same statement (one round trip less per
         # batch); no row back means a duplicate, or a vehicle not enrolled.
-        ledger = [_BATCHES.c.sequence, _BATCHES.c.samples, _BATCHES.c.received_at]
+        ledger = [
+            _BATCHES.c.sequence,
+            _BATCHES.c.samples,
+            _BATCHES.c.received_at,
+            _BATCHES.c.first_ts_us,
+            _BATCHES.c.last_ts_us,
+        ]
         self._ledger_insert = (
             insert_ignoring_conflicts(engine, _BATCHES)
             .from_select(
@@ -174,6 +180,9 @@ class TelemetryStore(StoreBase):
                     "sequence": sequence,
                     "samples": count,
                     "received_at": received,
+                    # The rules read the batch back by its time range.
+                    "first_ts_us": int(min(samples.ts_us)) if count else None,
+                    "last_ts_us": int(max(samples.ts_us)) if count else None,
                 },
             )
             if pk is None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cloud.control import ControlHub, ControlService
+from cloud.control import ControlHub, ControlPoller, ControlService
 from cloud.domain import Purpose, SignalDef
 from cloud.errors import InvalidPlan, UnknownTenant, UnknownVehicle
 from cloud.store import TenantRegistry
@@ -91,3 +91,37 @@ async def test_the_service_notifies_through_its_hub(registry: TenantRegistry) ->
         signal.clear()
         await asyncio.to_thread(service.set_plan, "acme", VEHICLE, PLAN)
         assert await signal.wait(2.0)
+
+
+async def test_the_poller_wakes_only_sessions_whose_versions_changed(
+    registry: TenantRegistry,
+) -> None:
+    store = registry.store("acme")
+    store.enroll_vehicles(["car-2", "car-3"])
+    hub = ControlHub()
+    poller = ControlPoller(registry, hub, seconds=3600)
+    with (
+        hub.watch("acme", VEHICLE) as changed,
+        hub.watch("acme", "car-2") as same,
+        hub.watch("acme", "car-3") as unread,
+    ):
+        changed.seen = same.seen = (0, 0)  # what each session read
+        # Changed by another process: no notify reaches this hub.
+        await asyncio.to_thread(store.add_plan, VEHICLE, "elsewhere", {"name": "elsewhere"})
+        await asyncio.to_thread(store.add_plan, "car-3", "elsewhere", {"name": "elsewhere"})
+        assert await poller.poll() == 1
+        assert await changed.wait(1.0)
+        assert not await same.wait(0.01)
+        assert not await unread.wait(0.01)  # it reads the store anyway before waiting
+        changed.seen = (1, 0)
+        assert await poller.poll() == 0
+
+
+async def test_a_polled_hub_is_marked_while_its_poller_runs(registry: TenantRegistry) -> None:
+    hub = ControlHub()
+    task = asyncio.create_task(ControlPoller(registry, hub, seconds=0.01).run())
+    await asyncio.sleep(0.05)
+    assert hub.polled
+    task.cancel()
+    await asyncio.wait([task])
+    assert not hub.polled

@@ -126,3 +126,18 @@ def test_control_needs_an_enrolled_vehicle(store: TenantStore) -> None:
     ):
         with pytest.raises(UnknownVehicle):
             call()
+
+
+def test_versions_of_many_vehicles_at_once(store: TenantStore) -> None:
+    fleet = [f"fleet-{i:04d}" for i in range(2_345)]  # more than one query's worth
+    store.enroll_vehicles(fleet)
+    store.add_plan("fleet-0007", "p", {"name": "p"})
+    store.add_plan("fleet-0007", "q", {"name": "q"})
+    store.add_consent("fleet-2000", {Purpose.DIAGNOSTICS})
+    versions = store.control_versions_of([*fleet, "ghost"])
+    assert len(versions) == len(fleet)  # the unknown vehicle is left out
+    assert versions["fleet-0007"] == (2, 0)
+    assert versions["fleet-2000"] == (0, 1)
+    assert versions["fleet-1234"] == (0, 0)
+    assert all(versions[v] == store.control_versions(v) for v in fleet[::97])
+    assert store.control_versions_of([]) == {}

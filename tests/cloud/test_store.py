@@ -47,6 +47,16 @@ def test_enroll_is_idempotent(store: TenantStore) -> None:
     assert not store.is_enrolled("car-2")
 
 
+def test_a_fleet_enrolls_at_once_next_to_vehicles_enrolled_before(store: TenantStore) -> None:
+    store.enroll_vehicle("fleet-0001")
+    store.enroll_vehicles([f"fleet-{i:04d}" for i in range(500)])
+    assert all(store.is_enrolled(f"fleet-{i:04d}") for i in (0, 1, 250, 499))
+    assert not store.is_enrolled("fleet-0500")
+    with pytest.raises(ValueError, match="must not be empty"):
+        store.enroll_vehicles(["fleet-9999", ""])
+    assert not store.is_enrolled("fleet-9999")  # nothing of a refused list is enrolled
+
+
 def test_catalog_maps_indices_and_shares_signal_definitions(
     store: TenantStore, catalog: CatalogMap
 ) -> None:
@@ -73,6 +83,21 @@ def test_catalog_id_is_stored_signed_and_read_back_unsigned(
         stored = conn.execute(select(Vehicle.catalog_id).where(Vehicle.vehicle_id == CAR)).scalar()
     assert stored == -1
     assert to_unsigned64(stored) == CATALOG_ID
+
+
+def test_a_session_opens_with_the_catalog_map_and_the_last_sequence(
+    store: TenantStore, catalog: CatalogMap
+) -> None:
+    store.ingest(CAR, 7, SampleColumns([catalog.signal_ids[0]], [1], [1.0]))
+    assert store.open_session(CAR, "agent/1.0", CATALOG_ID, SIGNALS) == (catalog, 7)
+    # Another car of the same model: the map kept in memory, its own catalog rows written.
+    store.enroll_vehicle("car-2")
+    assert store.open_session("car-2", "agent/1.0", CATALOG_ID, SIGNALS) == (catalog, 0)
+    assert store.vehicle_catalog("car-2") == store.vehicle_catalog(CAR)
+    # The same claimed catalog id with other signals is mapped by its signals, not the id.
+    swapped = [SignalDef(0, s.bus, s.message, s.name) for s in SIGNALS[1:2]]
+    other, _ = store.open_session("car-2", "agent/1.0", CATALOG_ID, swapped)
+    assert other.signal_ids == {0: catalog.signal_ids[SIGNALS[1].index]}
 
 
 def test_unknown_vehicle_cannot_register_or_ingest(store: TenantStore) -> None:

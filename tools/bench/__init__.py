@@ -2,10 +2,11 @@
 the same process.
 
 One module per action, each with ``register(subparsers)`` like the top-level
-subcommands: ``agent`` (the end-to-end agent against the naive decode loop) and
+subcommands: ``agent`` (the end-to-end agent against the naive decode loop),
 ``decode`` (``telehub decode`` against the naive loop, the cantools CLI and
-asammdf). Benchmarks report medians of several repeats and ratios: the
-machines they run on are shared and noisy, so no test asserts a timing.
+asammdf) and ``ingest`` (a gateway into PostgreSQL against raw COPY).
+Benchmarks report medians of several repeats and ratios: the machines they run
+on are shared and noisy, so no test asserts a timing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from tools.bench import agent, decode
+    from tools.bench import agent, decode, ingest
 
     p = sub.add_parser(
         "bench",
@@ -26,3 +27,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     agent.register(actions)
     decode.register(actions)
+    ingest.register(actions)

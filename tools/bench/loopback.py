@@ -6,6 +6,8 @@ pipe: it enrolls vehicles, counts what the store holds for one, and stops it.
 Tokens are issued here, with the tenant secret this side chose. The child is
 ``spawn``-ed, so it imports the caller's main module again: a script that
 starts a :class:`LoopbackCloud` needs the ``if __name__ == "__main__"`` guard.
+The tenant's store is a SQLite file in the folder, or the database at
+``database_url`` (PostgreSQL, say).
 """
 
 from __future__ import annotations
@@ -42,13 +44,19 @@ class CloudProcessError(Exception):
 class LoopbackCloud:
     """The gateway in a child process; use as a context manager (stop is idempotent)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._secret = SecretStr(secrets.token_urlsafe(32))
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        secret: SecretStr | None = None,
+    ) -> None:
+        self._secret = secret or SecretStr(secrets.token_urlsafe(32))
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process: BaseProcess = context.Process(
             target=_child,
-            args=(child_conn, str(data_dir), self._secret.get_secret_value()),
+            args=(child_conn, str(data_dir), self._secret.get_secret_value(), database_url),
             name="telehub-bench-cloud",
             daemon=True,
         )
@@ -73,6 +81,11 @@ class LoopbackCloud:
         """Enroll *vehicle_id* and return its token."""
         self._ask("enroll", vehicle_id)
         return issue_token(TENANT, vehicle_id, self._secret)
+
+    def enroll_many(self, vehicle_ids: list[str]) -> list[str]:
+        """Enroll every vehicle of *vehicle_ids* at once; their tokens, in the same order."""
+        self._ask("enroll_many", vehicle_ids)
+        return [issue_token(TENANT, vehicle_id, self._secret) for vehicle_id in vehicle_ids]
 
     def count_samples(self, vehicle_id: str) -> int:
         """Samples the cloud's store holds for *vehicle_id*."""
@@ -105,7 +118,7 @@ class LoopbackCloud:
     ) -> None:
         self.stop()
 
-    def _ask(self, command: str, argument: str) -> object:
+    def _ask(self, command: str, argument: str | list[str]) -> object:
         if self._stopped:
             raise CloudProcessError("the loopback cloud is stopped")
         try:
@@ -132,11 +145,11 @@ class LoopbackCloud:
 # ---------------------------------------------------------------- the child process
 
 
-def _child(conn: Connection, data_dir: str, secret: str) -> None:
+def _child(conn: Connection, data_dir: str, secret: str, database_url: str | None) -> None:
     # Before grpc initialises: keep its connection chatter off the benchmark's stderr.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
-        asyncio.run(_serve(conn, Path(data_dir), secret))
+        asyncio.run(_serve(conn, Path(data_dir), secret, database_url))
     except Exception as exc:  # reported to the parent, which raises it
         with contextlib.suppress(OSError):  # the parent is gone
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -144,7 +157,7 @@ def _child(conn: Connection, data_dir: str, secret: str) -> None:
         conn.close()
 
 
-async def _serve(conn: Connection, data_dir: Path, secret: str) -> None:
+async def _serve(conn: Connection, data_dir: Path, secret: str, database_url: str | None) -> None:
     # Imported here: the parent needs none of the server side.
     from cloud.config import CloudSettings, TenantSettings
     from cloud.server import start_gateway
@@ -153,7 +166,7 @@ async def _serve(conn: Connection, data_dir: Path, secret: str) -> None:
     settings = CloudSettings(
         listen="127.0.0.1:0",
         data_dir=data_dir,
-        tenants={TENANT: TenantSettings(token_secret=SecretStr(secret))},
+        tenants={TENANT: TenantSettings(token_secret=SecretStr(secret), database_url=database_url)},
     )
     registry = TenantRegistry(settings)
     try:
@@ -167,6 +180,9 @@ async def _serve(conn: Connection, data_dir: Path, secret: str) -> None:
                 try:
                     if command == "enroll":
                         await asyncio.to_thread(store.enroll_vehicle, argument)
+                        conn.send(("ok", None))
+                    elif command == "enroll_many":
+                        await asyncio.to_thread(store.enroll_vehicles, argument)
                         conn.send(("ok", None))
                     elif command == "count":
                         conn.send(("ok", await asyncio.to_thread(store.count_samples, argument)))

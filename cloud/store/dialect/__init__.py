@@ -74,9 +74,12 @@ __all__ = [
     "create_catch_all_partitions",
     "create_day_partitions",
     "create_tenant_engine",
+    "insert_for",
     "insert_ignoring_conflicts",
     "is_sample_partition",
+    "maintenance_transaction",
     "schema_transaction",
+    "upsert",
 ]
 
 #: A 64-bit auto-numbered key; on SQLite it must be INTEGER to alias the rowid.
@@ -136,6 +139,27 @@ def _insert(engine: Engine, table: Table) -> Any:
     return _INSERTS[engine.dialect.name](table)
 
 
+def insert_for(engine: Engine, table: Table) -> Any:
+    """The dialect's own ``insert`` of *table*, which has ``on_conflict_do_update``.
+
+    For upserts whose update is not a plain replacement (``upsert``), such as
+    merging counts; both dialects spell ``ON CONFLICT`` alike.
+    """
+    return _insert(engine, table)
+
+
+@contextmanager
+def maintenance_transaction(engine: Engine) -> Iterator[Connection]:
+    """One maintenance job at a time per database (retention), committed at the end.
+
+    It holds the same lock as schema changes: writers of telemetry go on, but a
+    second retention run (another gateway process, a cron job) waits for the
+    first instead of folding the same samples twice.
+    """
+    with schema_transaction(engine) as conn:
+        yield conn
+
+
 def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING``: a row whose unique key exists is skipped.
 
@@ -145,6 +169,15 @@ def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:
     """
     statement: Insert = _insert(engine, table).on_conflict_do_nothing()
     return statement
+
+
+def upsert(engine: Engine, table: Table, *, key: Sequence[Column[Any]]) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE``: the row as given replaces the stored one."""
+    statement = _insert(engine, table)
+    keys = {column.name for column in key}
+    replaced = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    result: Insert = statement.on_conflict_do_update(index_elements=list(key), set_=replaced)
+    return result
 
 
 class NewestUpsert:

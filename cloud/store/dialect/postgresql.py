@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "COPY_SAMPLES",
     "DAY_US",
     "MissingPartition",
     "Params",
@@ -190,7 +191,8 @@ class MissingPartition(Exception):
 
 # ---------------------------------------------------------------------- a batch's transaction
 
-_COPY_SAMPLES = "COPY samples (vehicle_id, signal_id, ts_us, value) FROM STDIN (FORMAT BINARY)"
+#: The COPY a batch's samples go in by (binary rows of :func:`copy_data`).
+COPY_SAMPLES = "COPY samples (vehicle_id, signal_id, ts_us, value) FROM STDIN (FORMAT BINARY)"
 #: Signature, flags (no OIDs), header extension length: 0.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 #: A field count of -1 ends the data.
@@ -255,9 +257,9 @@ class PostgresBatch:
         data = copy_data(vehicle_pk, samples)
         try:
             with (
-                _driver_errors(_COPY_SAMPLES),
+                _driver_errors(COPY_SAMPLES),
                 self._driver.cursor() as cursor,
-                cursor.copy(_COPY_SAMPLES) as copy,
+                cursor.copy(COPY_SAMPLES) as copy,
             ):
                 copy.write(data)
         except DBAPIError as exc:
