@@ -18,6 +18,8 @@ from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
 from cloud.events import EventBus, open_bus
 from cloud.retention import run_periodically
+from cloud.rules.worker import RulesWorker, configs_from_directory
+from cloud.rules_feed import RulesFeed
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
 
@@ -36,7 +38,9 @@ async def serve(
     """Run the gateway until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
     The event bus (``settings.event_bus``) is opened first and closed last, so
-    the streams finishing in the grace period still publish their commits.
+    the streams finishing in the grace period still publish their commits. The
+    rules run here too, fed from the bus (``cloud.rules_feed``): with NATS, the
+    gateway processes share that work.
     Running streams get ``settings.grace_seconds`` to finish; every tenant store
     is closed afterwards. ``on_started`` receives the running server (its port).
     """
@@ -71,6 +75,14 @@ async def _serve_with(
     stop: asyncio.Event,
     on_started: Callable[[GatewayServer], None] | None,
 ) -> None:
+    # The rules' consumers first: a consumer sees what is published after it exists.
+    rules = RulesFeed(
+        bus,
+        registry,
+        RulesWorker(configs_from_directory(settings.rules_dir) if settings.rules_dir else {}),
+        publish_attempts=settings.event_publish_attempts,
+    )
+    await rules.start(registry.tenants)
     server = await start_gateway(settings, registry, bus=bus)
     try:
         logger.info(

@@ -102,6 +102,9 @@ class CloudSettings(BaseSettings):
     event_max_deliver: int = Field(default=5, ge=1, le=1000)
     #: Attempts to publish a commit notification before it is counted as lost.
     event_publish_attempts: int = Field(default=3, ge=1, le=10)
+    #: Folder of the tenants' rule configurations (``<tenant>.json``, see
+    #: ``cloud.rules.config``); ``None``, or a tenant without a file: the defaults.
+    rules_dir: Path | None = None
 
     @field_validator("listen")
     @classmethod

@@ -12,7 +12,7 @@ JSON envelopes (``cloud.events.envelope``), delivery is at least once, and
 from __future__ import annotations
 
 from cloud.events.bus import BusCounters, Delivery, EventBus, Handler, Subscription
-from cloud.events.envelope import BatchCommitted, Event, FaultChange, FaultsCommitted
+from cloud.events.envelope import BatchCommitted, Event, FaultChange, FaultsCommitted, RuleEvent
 from cloud.events.idempotent import Idempotent
 from cloud.events.memory import MemoryBus
 from cloud.events.notifier import CommitNotifier
@@ -29,6 +29,7 @@ __all__ = [
     "Handler",
     "Idempotent",
     "MemoryBus",
+    "RuleEvent",
     "Subscription",
     "open_bus",
 ]

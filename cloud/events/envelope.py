@@ -17,12 +17,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from cloud.errors import MalformedEvent
 from cloud.events import subjects
 
-__all__ = ["BatchCommitted", "Event", "FaultChange", "FaultsCommitted", "decode", "encode"]
+__all__ = [
+    "BatchCommitted",
+    "Event",
+    "FaultChange",
+    "FaultsCommitted",
+    "RuleEvent",
+    "decode",
+    "encode",
+]
 
 
 class _Event(BaseModel):
@@ -83,7 +91,28 @@ class FaultsCommitted(_Event):
         return f"{self.vehicle_id}:faults:{self.report_id}"
 
 
-Event = BatchCommitted | FaultsCommitted
+class RuleEvent(_Event):
+    """Something the rules saw happen (``cloud.rules.events.Event``), stored and announced."""
+
+    kind: Literal["rule_event"] = "rule_event"
+    #: The rule event's stable id (the same when a batch is processed again).
+    id: str
+    #: What happened: ``fault_set``, ``trip_ended``, ... (``EventKind``); names the subject.
+    event: str
+    ts_us: int
+    severity: str
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return subjects.events(self.tenant, self.event)
+
+    @property
+    def msg_id(self) -> str:
+        return self.id
+
+
+Event = BatchCommitted | FaultsCommitted | RuleEvent
 
 _EVENT: TypeAdapter[Event] = TypeAdapter(Annotated[Event, Field(discriminator="kind")])
 

@@ -69,13 +69,16 @@ class _NatsSubscription(Subscription):
         while not self.closing():
             try:
                 messages = await self._pull.fetch(self._bus.fetch_batch, self._bus.fetch_wait)
-            except nats.errors.TimeoutError:
-                continue  # the long poll expired with nothing to take: ask again
-            except nats.errors.Error as exc:
-                # Disconnected, reconnecting, consumer deleted: the client reconnects
-                # by itself; ask again after a pause rather than spinning.
+            except TimeoutError:
+                # The long poll expired with nothing to take: ask again. (nats-py
+                # raises its own TimeoutError or asyncio's, depending on the path.)
+                continue
+            except Exception as exc:
+                # Disconnected, reconnecting, consumer deleted, or a client bug: the
+                # client reconnects by itself; this loop must outlive all of it, so
+                # it asks again after a pause rather than dying or spinning.
                 self._counters.errors += 1
-                logger.warning("consumer %s: fetch failed: %s", self.durable, exc)
+                logger.warning("consumer %s: fetch failed: %r", self.durable, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_FETCH_BACKOFF)
                 continue

@@ -215,3 +215,23 @@ async def test_serve_fails_to_start_when_its_nats_server_is_unreachable(
         with pytest.raises(BusUnavailable, match=f"127.0.0.1:{port}"):
             await asyncio.wait_for(serve(settings, on_started=started.append), 30)
     assert started == []  # no gateway acknowledging batches it cannot announce
+
+
+async def test_serve_runs_the_rules_on_what_it_commits(tmp_path: Path, tenant: str) -> None:
+    settings = _settings(tmp_path, tenant)  # the in-process bus
+    with TenantRegistry(settings) as registry:
+        store = registry.store(tenant)
+        store.enroll_vehicle(VEHICLE)
+        started: asyncio.Queue[GatewayServer] = asyncio.Queue()
+        task = asyncio.create_task(serve(settings, on_started=started.put_nowait))
+        server = await asyncio.wait_for(started.get(), 10)
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            await exchange(
+                telemetry_pb2_grpc.TelemetryGatewayStub(channel),
+                [hello(VEHICLE), batch(1, samples_for(1)), batch(2, samples_for(2))],
+                token=issue_token(tenant, VEHICLE, SECRET_ACME),
+            )
+        await eventually(lambda: store.rule_batches_processed(VEHICLE) == [1, 2])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
