@@ -280,3 +280,16 @@ async def test_a_new_consumer_starts_with_what_is_published_after_it(
     await collector.wait_for(1)
     await asyncio.sleep(0.2)
     assert collector.data == [b"after"]
+
+
+async def test_a_consumer_outlives_quiet_periods(buses: Buses, tenant: str) -> None:
+    bus = await buses.open()
+    collector = Collector()
+    subscription = await bus.subscribe(batches(tenant), "patient", collector)
+    await bus.publish(batches(tenant), b"first", msg_id="1")
+    await collector.wait_for(1)
+    await asyncio.sleep(1.0)  # several empty long polls on JetStream (fetch_wait 0.2 s)
+    assert subscription.running()
+    await bus.publish(batches(tenant), b"later", msg_id="2")
+    await collector.wait_for(2)
+    assert collector.data == [b"first", b"later"]
