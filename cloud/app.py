@@ -60,8 +60,11 @@ async def serve(
             capacity=settings.event_bus_capacity,
             max_deliver=settings.event_max_deliver,
         )
-        async with bus:
+        try:
             await _serve_with(settings, registry, bus, stop, on_started)
+        finally:
+            await bus.close()
+            logger.info("event bus closed: %s", bus.counters)
     finally:
         registry.close()
         for signum in installed:

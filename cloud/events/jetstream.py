@@ -13,7 +13,11 @@ stream's ``duplicate_window`` is acknowledged by the server and not stored.
 Consumers are durable pull consumers with explicit acks: a message is acked
 after its handler returned, naked with ``retry_delay`` when it raised, and
 terminated (dead-lettered) at its ``max_deliver``-th failed attempt. One a
-dead process never acked comes back after ``ack_wait``. The connection
+dead process never acked comes back after ``ack_wait``, so a handler should
+finish well within it (or its message is delivered a second time meanwhile,
+which the idempotent consumer then drops). A message whose deliveries all
+timed out that way is given up by the server without a handler failing, so
+it is not in ``dead_lettered``: JetStream's max-deliveries advisory reports it. The connection
 reconnects for ever once established; fetches failing meanwhile are counted
 and retried with a bounded backoff. nats-py errors are translated into the
 ``EventBusError`` tree here and nowhere else.
