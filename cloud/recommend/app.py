@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,7 +68,9 @@ _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def _service(request: Request) -> RecommendService:
+# Dependencies are ``async``: FastAPI runs plain functions in a thread pool, a
+# thread hop per dependency per request for what takes microseconds.
+async def _service(request: Request) -> RecommendService:
     service: RecommendService = request.app.state.recommend
     return service
 
@@ -77,7 +78,7 @@ def _service(request: Request) -> RecommendService:
 Service = Annotated[RecommendService, Depends(_service)]
 
 
-def _client(service: Service, key: Annotated[str | None, Depends(_API_KEY)]) -> Client:
+async def _client(service: Service, key: Annotated[str | None, Depends(_API_KEY)]) -> Client:
     return service.authenticate(key)
 
 
@@ -109,17 +110,14 @@ def create_app(
     @app.get("/v1/catalog", tags=["catalog"])
     async def catalog(caller: Caller, service: Service) -> CatalogSummary:
         recommender = service.tenant(caller.tenant).recommender
-        kinds = Counter(poi.kind.value for poi in recommender.pois)
         return CatalogSummary(
             tenant=caller.tenant,
-            points_of_interest=dict(sorted(kinds.items())),
+            points_of_interest=recommender.kind_counts,
             content_items=len(recommender.content),
         )
 
-    @app.post("/v1/recommendations", tags=["recommendations"])
-    async def recommendations(
-        body: ContextIn, caller: Caller, service: Service
-    ) -> RecommendationsOut:
+    @app.post("/v1/recommendations", tags=["recommendations"], response_model=RecommendationsOut)
+    async def recommendations(body: ContextIn, caller: Caller, service: Service) -> Response:
         draft = ContextDraft(
             lat=body.position.lat,
             lon=body.position.lon,
@@ -139,10 +137,12 @@ def create_app(
         context, result = service.recommend(caller, draft)
         return _answer(context.token, context.position.precision, result)
 
-    @app.post("/v1/vehicles/recommendations", tags=["recommendations"])
+    @app.post(
+        "/v1/vehicles/recommendations", tags=["recommendations"], response_model=RecommendationsOut
+    )
     async def vehicle_recommendations(
         body: VehicleContextIn, caller: Caller, service: Service
-    ) -> RecommendationsOut:
+    ) -> Response:
         if states is None:
             raise StoreError("vehicle state is not available in this deployment")
         snapshot = await asyncio.to_thread(states, caller.tenant, body.vehicle_id)
@@ -170,8 +170,10 @@ def create_app(
     return app
 
 
-def _answer(token: str | None, precision: Precision, result: Recommendations) -> RecommendationsOut:
-    return RecommendationsOut(
+def _answer(token: str | None, precision: Precision, result: Recommendations) -> Response:
+    # Serialised here, once, by pydantic-core: FastAPI would validate the model
+    # again against the response model before serialising it.
+    answer = RecommendationsOut(
         token=token,
         position_precision=precision,
         range_km=None if result.range_km is None else round(result.range_km, 1),
@@ -208,6 +210,7 @@ def _answer(token: str | None, precision: Precision, result: Recommendations) ->
         ],
         notes=list(result.notes),
     )
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _error(

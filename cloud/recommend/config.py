@@ -67,7 +67,7 @@ class RankingSettings(_Strict):
     urgency: float = Field(default=2.0, ge=0)
     brand: float = Field(default=1.5, ge=0)
     price: float = Field(default=0.5, ge=0)
-    power: float = Field(default=0.3, ge=0)
+    power: float = Field(default=0.6, ge=0)
     detour_factor: float = Field(default=1.3, ge=1, le=5)
     safety_margin: float = Field(default=0.15, ge=0, lt=1)
     reserve_km: float = Field(default=5.0, ge=0)

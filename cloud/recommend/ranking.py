@@ -14,7 +14,7 @@ For one context the :class:`Recommender`:
 3. scores them: ``distance`` (nearer is better) + ``urgency`` (of fuel or charge
    for energy stops, of the worst fault or the service for service points) +
    ``brand`` (the tenant's own service points, when a service is needed) +
-   ``price`` (cheapest of its kind among the candidates; unknown is neutral) +
+   ``price`` (cheap for its kind in the catalog; unknown is neutral) +
    ``power`` (chargers), each term in 0..1 times the tenant's weight;
 4. orders by tier (the brand's service points come first when a fault or
    service is due, unless the energy left is critical, when energy stops do),
@@ -58,6 +58,8 @@ __all__ = [
 
 _KINDS = list(PoiKind)
 _CONNECTORS = list(Connector)
+#: Kind code → whether it is a service point.
+_SERVICE_LUT = np.array([kind in SERVICE_KINDS for kind in _KINDS], np.bool_)
 _SEVERITY_URGENCY = {
     FaultSeverity.INFO: 0.2,
     FaultSeverity.WARNING: 0.6,
@@ -68,6 +70,8 @@ _MAINTENANCE_URGENCY = {Maintenance.OK: 0.0, Maintenance.DUE: 0.4, Maintenance.O
 _FULL_POWER_KW = 350.0
 #: How many ranked candidates are checked for opening hours per suggestion wanted.
 _OVERSCAN = 8
+#: Larger than any score: what puts the first tier ahead of every other candidate.
+_TIER_GAP = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,7 @@ class Weights:
     urgency: float = 2.0
     brand: float = 1.5
     price: float = 0.5
-    power: float = 0.3
+    power: float = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,19 +170,37 @@ class Recommender:
         lons = np.fromiter((p.lon for p in self.pois), np.float64, n)
         self._index = GridIndex(lats, lons, cell_deg=cell_deg)
         self._kind = np.fromiter((_KINDS.index(p.kind) for p in self.pois), np.int8, n)
+        #: How many places of each kind the catalog holds.
+        self.kind_counts = {
+            kind.value: int(count)
+            for kind, count in zip(
+                _KINDS, np.bincount(self._kind, minlength=len(_KINDS)), strict=True
+            )
+            if count
+        }
         self._plugs = np.fromiter((_mask(p.connectors) for p in self.pois), np.int64, n)
-        self._power = np.fromiter(
-            (np.nan if p.power_kw is None else p.power_kw for p in self.pois), np.float64, n
-        )
-        self._price = np.fromiter(
-            (np.nan if p.price is None else p.price for p in self.pois), np.float64, n
-        )
         own = brand.casefold() if brand else None
-        self._own = np.fromiter(
-            (own is not None and (p.brand or "").casefold() == own for p in self.pois),
+        self._own_service = np.fromiter(
+            (
+                own is not None and p.kind in SERVICE_KINDS and (p.brand or "").casefold() == own
+                for p in self.pois
+            ),
             np.bool_,
             n,
         )
+        # The terms that do not depend on the context, summed once: power (unknown
+        # scores as none, above _FULL_POWER_KW no better) and price (see _cheapness).
+        power = np.fromiter(
+            (min(p.power_kw or 0.0, _FULL_POWER_KW) / _FULL_POWER_KW for p in self.pois),
+            np.float64,
+            n,
+        )
+        price = np.fromiter(
+            (np.nan if p.price is None else p.price for p in self.pois), np.float64, n
+        )
+        w = self.weights
+        self._static = w.power * power + w.price * _cheapness(price, self._kind)
+        self._static_brand = self._static + w.brand * self._own_service
 
     def __len__(self) -> int:
         return len(self.pois)
@@ -192,13 +214,16 @@ class Recommender:
         radius = reach.max_search_km
         if usable is not None:
             radius = min(radius, max(0.0, usable / reach.detour_factor - uncertainty))
-        idx, dist = self._index.within(context.position.lat, context.position.lon, radius)
-        keep = self._hard_filters(idx, situation, context)
-        idx, dist = idx[keep], dist[keep]
-        score, tier = self._score(idx, dist, radius, situation)
-        order = np.lexsort((idx, -score, tier))
+        lat, lon = context.position.lat, context.position.lon
+        # Attributes first (cheap lookups), distances only for what passes them.
+        idx = self._index.candidates(lat, lon, radius)
+        idx = idx[self._hard_filters(idx, situation, context)]
+        dist = self._index.distances_km(lat, lon, idx)
+        near = dist <= radius
+        idx, dist = idx[near], dist[near]
+        score, first = self._score(idx, dist, radius, situation)
         suggestions: list[Suggestion] = []
-        for position in order[: context.limit * _OVERSCAN]:
+        for position in self._order(idx, score, first, context.limit * _OVERSCAN):
             poi = self.pois[int(idx[position])]
             if not poi.hours.is_open(context.local_time):
                 continue
@@ -261,12 +286,13 @@ class Recommender:
         self, idx: npt.NDArray[np.int64], situation: _Situation, context: Context
     ) -> npt.NDArray[np.bool_]:
         kind = self._kind[idx]
-        wanted = [situation.energy_kind]
+        wanted = np.zeros(len(_KINDS), np.bool_)
+        wanted[_KINDS.index(situation.energy_kind)] = True
         if situation.service_needed:
-            wanted += sorted(SERVICE_KINDS)
+            wanted[_SERVICE_LUT] = True
         if not situation.energy_low:
-            wanted += [PoiKind.PARKING, PoiKind.OTHER]
-        keep: npt.NDArray[np.bool_] = np.isin(kind, [_KINDS.index(k) for k in wanted])
+            wanted[[_KINDS.index(PoiKind.PARKING), _KINDS.index(PoiKind.OTHER)]] = True
+        keep: npt.NDArray[np.bool_] = wanted[kind]
         if situation.energy_kind is PoiKind.CHARGING and context.connectors:
             charging = kind == _KINDS.index(PoiKind.CHARGING)
             fits = (self._plugs[idx] & _mask(context.connectors)) != 0
@@ -279,30 +305,43 @@ class Recommender:
         dist: npt.NDArray[np.float64],
         radius: float,
         situation: _Situation,
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int8]]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_] | None]:
+        """Each candidate's score, and which of them form the first tier (None: no tier)."""
         w = self.weights
         kind = self._kind[idx]
-        energy = kind == _KINDS.index(situation.energy_kind)
-        service = np.isin(kind, [_KINDS.index(k) for k in SERVICE_KINDS])
-        own_service = service & self._own[idx]
-        score = w.distance * (1.0 - dist / radius) if radius > 0 else np.zeros(idx.size)
-        score = score + w.urgency * np.where(
-            energy, situation.energy_urgency, np.where(service, situation.service_urgency, 0.0)
-        )
+        energy_code = _KINDS.index(situation.energy_kind)
+        urgency = np.zeros(len(_KINDS))
+        urgency[_SERVICE_LUT] = situation.service_urgency
+        urgency[energy_code] = situation.energy_urgency
+        static = self._static_brand if situation.service_needed else self._static
+        score: npt.NDArray[np.float64] = (w.urgency * urgency)[kind] + static[idx]
+        if radius > 0:
+            score += (w.distance / radius) * (radius - dist)
+        if situation.energy_critical:
+            return score, kind == energy_code
         if situation.service_needed:
-            score = score + w.brand * own_service
-        score = score + w.price * _cheapness(self._price[idx], kind)
-        power = self._power[idx]
-        score = score + w.power * np.where(
-            np.isnan(power), 0.0, np.minimum(power, _FULL_POWER_KW) / _FULL_POWER_KW
-        )
-        first = (
-            energy
-            if situation.energy_critical
-            else (own_service if situation.service_needed else np.zeros(idx.size, np.bool_))
-        )
-        tier = np.where(first, 0, 1).astype(np.int8)
-        return score.astype(np.float64), tier
+            return score, self._own_service[idx]
+        return score, None
+
+    def _order(
+        self,
+        idx: npt.NDArray[np.int64],
+        score: npt.NDArray[np.float64],
+        first: npt.NDArray[np.bool_] | None,
+        wanted: int,
+    ) -> npt.NDArray[np.int64]:
+        """Positions of the best ``wanted`` (and any tied with the last), best first:
+        first tier, then score, then id. Only those are sorted."""
+        # One key per candidate: the first tier sits a constant below the rest, which
+        # keeps equal scores equal within a tier.
+        key = -score if first is None else np.where(first, -score - _TIER_GAP, -score)
+        if key.size > wanted:
+            kth = np.partition(key, wanted - 1)[wanted - 1]
+            chosen = np.flatnonzero(key <= kth)
+        else:
+            chosen = np.arange(key.size)
+        ordered: npt.NDArray[np.int64] = chosen[np.lexsort((idx[chosen], key[chosen]))]
+        return ordered
 
     def _suggestion(
         self,
@@ -372,10 +411,18 @@ def _mask(connectors: frozenset[Connector]) -> int:
 def _cheapness(
     price: npt.NDArray[np.float64], kind: npt.NDArray[np.int8]
 ) -> npt.NDArray[np.float64]:
-    """1 for the cheapest of its kind among the candidates, 0 for the dearest, 0.5 unknown."""
+    """1 for the cheapest of its kind in the catalog, 0 for the dearest, 0.5 unknown.
+
+    Against the whole catalog rather than the candidates of one query, so it is
+    computed once; a tenant's catalog covers one market, one currency."""
     result = np.full(price.size, 0.5)
-    for code in np.unique(kind[~np.isnan(price)]):
-        same = (kind == code) & ~np.isnan(price)
+    known = ~np.isnan(price)
+    if not known.any():
+        return result
+    for code in range(len(_KINDS)):
+        same = known & (kind == code)
+        if not same.any():
+            continue
         low, high = price[same].min(), price[same].max()
         if high > low:
             result[same] = (high - price[same]) / (high - low)

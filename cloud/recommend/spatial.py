@@ -57,8 +57,11 @@ class GridIndex:
         # deterministic for equal input.
         self._order: Ints = np.argsort(keys, kind="stable").astype(np.int64)
         self._keys_sorted = keys[self._order]
-        self._lats = np.ascontiguousarray(lats[self._order], dtype=np.float64)
-        self._lons = np.ascontiguousarray(lons[self._order], dtype=np.float64)
+        # In the given order, for distances to any subset of indices: radians and
+        # cos(latitude) computed once here rather than per query.
+        self._rlat = np.radians(lats.astype(np.float64))
+        self._rlon = np.radians(lons.astype(np.float64))
+        self._cos = np.cos(self._rlat)
 
     def __len__(self) -> int:
         return int(self._order.size)
@@ -73,11 +76,11 @@ class GridIndex:
     def _keys(self, lats: Floats, lons: Floats) -> Ints:
         return self._row(lats) * self._cols + self._col(lons)
 
-    def within(self, lat: float, lon: float, radius_km: float) -> tuple[Ints, Floats]:
-        """Indices (into the arrays given at construction) and distances of the points
-        within ``radius_km`` of (lat, lon), in index order."""
+    def candidates(self, lat: float, lon: float, radius_km: float) -> Ints:
+        """Indices of the points in the cells that the circle overlaps (a superset of
+        :meth:`within`), cheap to narrow by attributes before distances are computed."""
         if radius_km <= 0 or len(self) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
+            return np.empty(0, np.int64)
         dlat = radius_km / _KM_PER_DEG_LAT
         lat_lo, lat_hi = max(-90.0, lat - dlat), min(90.0, lat + dlat)
         # The widest longitude span is at the circle's latitude farthest from the equator.
@@ -90,22 +93,36 @@ class GridIndex:
             c0 = math.floor((lon - dlon + 180.0) / self._cell)
             c1 = math.floor((lon + dlon + 180.0) / self._cell)
             col_ranges = _wrapped(c0, c1, self._cols)
-        slices: list[Ints] = []
-        for row in range(int(self._row(lat_lo)), int(self._row(lat_hi)) + 1):
-            base = row * self._cols
-            for c0, c1 in col_ranges:
-                start, stop = np.searchsorted(self._keys_sorted, (base + c0, base + c1 + 1))
-                if stop > start:
-                    slices.append(np.arange(start, stop, dtype=np.int64))
-        if not slices:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        candidates = np.concatenate(slices)
-        distances = haversine_km(lat, lon, self._lats[candidates], self._lons[candidates])
+        bounds = [
+            (row * self._cols + c0, row * self._cols + c1 + 1)
+            for row in range(int(self._row(lat_lo)), int(self._row(lat_hi)) + 1)
+            for c0, c1 in col_ranges
+        ]
+        # Every row's range is one contiguous run of the sorted keys: two binary
+        # searches per row, all rows in one call.
+        edges = np.searchsorted(self._keys_sorted, np.asarray(bounds, np.int64).ravel())
+        runs = [self._order[a:b] for a, b in edges.reshape(-1, 2).tolist() if b > a]
+        if not runs:
+            return np.empty(0, np.int64)
+        return np.concatenate(runs)
+
+    def distances_km(self, lat: float, lon: float, indices: Ints) -> Floats:
+        """Great-circle distances from (lat, lon) to the points at ``indices``, in km."""
+        p1, l1 = math.radians(lat), math.radians(lon)
+        a = (
+            np.sin((self._rlat[indices] - p1) / 2) ** 2
+            + math.cos(p1) * self._cos[indices] * np.sin((self._rlon[indices] - l1) / 2) ** 2
+        )
+        result: Floats = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+        return result
+
+    def within(self, lat: float, lon: float, radius_km: float) -> tuple[Ints, Floats]:
+        """Indices (into the arrays given at construction) and distances of the points
+        within ``radius_km`` of (lat, lon), in index order."""
+        found = np.sort(self.candidates(lat, lon, radius_km))
+        distances = self.distances_km(lat, lon, found)
         inside = distances <= radius_km
-        found = self._order[candidates[inside]]
-        dist = distances[inside]
-        by_index = np.argsort(found, kind="stable")
-        return found[by_index], dist[by_index]
+        return found[inside], distances[inside]
 
 
 def _wrapped(c0: int, c1: int, cols: int) -> list[tuple[int, int]]:
