@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloud.recommend.schemas import RecommendationsOut
 from tests.cloud.recommend.conftest import ACME_APP_KEY, ACME_KEY, GLOBEX_KEY
 from tests.cloud.recommend.scenarios import HOME, MONDAY_2PM
 
@@ -31,6 +32,8 @@ async def test_low_charge_over_http(client: httpx.AsyncClient) -> None:
     answer = await post(client, LOW_CHARGE)
     assert answer.status_code == 200, answer.text
     body = answer.json()
+    # The answer is encoded by hand for speed: it must be exactly the documented model.
+    assert RecommendationsOut.model_validate(body).model_dump(mode="json") == body
     assert [s["id"] for s in body["suggestions"]] == ["chg-near-ccs", "chg-mid-ccs"]
     assert body["position_precision"] == "exact"
     assert body["token"] == LOW_CHARGE["token"]
