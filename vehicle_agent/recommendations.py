@@ -36,6 +36,7 @@ __all__ = [
     "Suggestion",
     "Suggestions",
     "format_suggestions",
+    "head_unit_context",
     "parse_answer",
 ]
 
@@ -193,3 +194,42 @@ def format_suggestions(suggestions: Suggestions, *, now: float | None = None) ->
     if not suggestions.places and not suggestions.content:
         lines.append("no suggestions")
     return lines
+
+
+def head_unit_context(
+    *,
+    lat: float,
+    lon: float,
+    location_consent: bool,
+    token: str | None = None,
+    energy: str | None = None,
+    level_pct: float | None = None,
+    range_km: float | None = None,
+    model: str | None = None,
+    faults: tuple[str, ...] = (),
+    limit: int = 5,
+) -> dict[str, Any]:
+    """The context a head unit sends: exact position only with the owner's location consent
+    (the API coarsens it otherwise, and so does the car: it never sends more than needed)."""
+    if not location_consent:
+        # Rounded here too (0.1°, as the API does): the exact position never leaves the car.
+        lat, lon = round(lat, 1), round(lon, 1)
+    context: dict[str, Any] = {
+        "position": {
+            "lat": lat,
+            "lon": lon,
+            "precision": "exact" if location_consent else "coarse",
+        },
+        "limit": limit,
+    }
+    optional = {
+        "token": token,
+        "energy": energy,
+        "level_pct": level_pct,
+        "range_km": range_km,
+        "model": model,
+    }
+    context.update({key: value for key, value in optional.items() if value is not None})
+    if faults:
+        context["faults"] = [{"code": code} for code in faults]
+    return context

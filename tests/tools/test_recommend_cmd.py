@@ -14,9 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from cloud.config import CloudSettings, TenantSettings
+from cloud.domain import SampleColumns, SignalDef
 from cloud.recommend.config import hash_api_key
+from cloud.store import TenantRegistry
 from tools.cli import main
+from tools.demo_recommend import end_of_drive_suggestions
 
 
 def test_hash_key_reads_stdin(
@@ -117,3 +122,27 @@ def test_serve_answers_and_stops_gracefully(tmp_path: Path) -> None:
     assert "recommendations on http://127.0.0.1:" in err
     # uvicorn stops gracefully, then re-raises the signal to end the process as it asked.
     assert process.returncode in (0, -signal.SIGTERM), err
+
+
+async def test_end_of_drive_suggestions_from_the_stored_position(tmp_path: Path) -> None:
+    settings = CloudSettings(
+        data_dir=tmp_path,
+        tenants={"demo-motors": TenantSettings(token_secret=SecretStr("t" * 40))},
+    )
+    with TenantRegistry(settings) as registry:
+        store = registry.store("demo-motors")
+        assert await end_of_drive_suggestions(store, "CAR", tmp_path / "c.json") is None
+        signals = [
+            SignalDef(0, "gnss", "Pos", "Latitude"),
+            SignalDef(1, "gnss", "Pos", "Longitude"),
+        ]
+        store.enroll_vehicle("CAR")
+        mapping, _ = store.open_session("CAR", "test", 1, signals)
+        ids = [mapping.signal_ids[0], mapping.signal_ids[1]]
+        store.ingest("CAR", 1, SampleColumns(ids, [1, 1], [56.1572, 10.2107]))
+        shown = await end_of_drive_suggestions(store, "CAR", tmp_path / "c.json")
+    assert shown is not None
+    assert len(shown["places"]) == 3
+    assert shown["lines"][0].startswith("1. ")
+    assert any("no location consent" in line for line in shown["lines"])
+    assert (tmp_path / "c.json").exists()

@@ -31,6 +31,8 @@ def sample_settings(api_key: str, **overrides: object) -> RecommendSettings:
         "pseudonym_key": secrets.token_urlsafe(32),
         "brand": SAMPLE_BRAND,
         "timezone": "Europe/Copenhagen",
+        # A driver low on charge wants a fast charger more than a cheap slow one.
+        "ranking": {"power": 1.2, "price": 0.3},
         "models": {
             "Aurora EV": {
                 "energy": "electric",
