@@ -18,12 +18,12 @@ body, no position, token or vehicle id. Errors map to one JSON shape
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated
 
+import pydantic_core
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -213,8 +213,7 @@ def _answer(token: str | None, precision: Precision, result: Recommendations) ->
         ],
         "notes": list(result.notes),
     }
-    body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, media_type="application/json")
+    return Response(pydantic_core.to_json(answer), media_type="application/json")
 
 
 def _error(

@@ -46,6 +46,8 @@ def test_bench_recommend_json(capsys: pytest.CaptureFixture[str]) -> None:
         "1",
         "--warmup",
         "0.2",
+        "--repeats",
+        "2",
         "--json",
     ]
     code = main(argv)
@@ -53,7 +55,10 @@ def test_bench_recommend_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["errors"] == 0
-    assert result["requests"] == 100
+    assert result["requests"] == 200
+    assert [phase["requests"] for phase in result["repeats"]] == [100, 100]
+    assert result["baseline"]["requests"] == 100
+    assert result["baseline"]["errors"] == 0
     assert result["catalog_pois"] == 3000
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert result["rps"] > 0
