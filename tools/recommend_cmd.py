@@ -23,7 +23,7 @@ from cloud.config import CloudSettings
 from cloud.recommend.app import create_app
 from cloud.recommend.config import RecommendSettings, hash_api_key
 from cloud.recommend.sample import SAMPLE_TENANT, sample_settings
-from cloud.recommend.server import RecommendServer, run_fast
+from cloud.recommend.server import RecommendServer, freeze_long_lived, run_fast
 from cloud.recommend.vehicle_state import StoreStates, VehicleStates
 from cloud.store import TenantRegistry
 
@@ -79,6 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(settings: RecommendSettings, states: VehicleStates | None) -> None:
     host, _, port = settings.listen.rpartition(":")
     app = create_app(settings, states=states)
+    freeze_long_lived()
     async with RecommendServer(app, host, int(port), grace_seconds=settings.grace_seconds) as srv:
         print(
             f"recommendations on http://{host}:{srv.port} ({len(settings.tenants)} tenant(s))",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import Coroutine
 from types import TracebackType
@@ -21,7 +22,7 @@ from fastapi import FastAPI
 
 from cloud.errors import ListenError
 
-__all__ = ["RecommendServer", "run_fast"]
+__all__ = ["RecommendServer", "freeze_long_lived", "run_fast"]
 
 _T = TypeVar("_T")
 
@@ -35,6 +36,17 @@ def run_fast(main: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def freeze_long_lived() -> None:
+    """Keep everything built so far (the catalogs, the app) out of the garbage collector.
+
+    A catalog of 100,000 places is some 170,000 objects that live as long as the
+    process; a full collection walking them takes 50-80 ms here, a stall every
+    queued request would wait out. Call it once the app is built, before serving.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class RecommendServer:

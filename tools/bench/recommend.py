@@ -453,7 +453,7 @@ async def _serve(conn: Connection, api_key: str, pois: int, seed: int, area: str
 
     from cloud.recommend.app import create_app
     from cloud.recommend.config import RecommendSettings, hash_api_key
-    from cloud.recommend.server import RecommendServer
+    from cloud.recommend.server import RecommendServer, freeze_long_lived
     from cloud.recommend.service import RecommendService
 
     # The access log on, written nowhere: its cost is part of what is measured.
@@ -473,6 +473,8 @@ async def _serve(conn: Connection, api_key: str, pois: int, seed: int, area: str
         }
     )
     service = RecommendService(settings, {_TENANT: synthetic_catalog(pois, seed, area)})
-    async with RecommendServer(create_app(settings, service=service)) as server:
+    app = create_app(settings, service=service)
+    freeze_long_lived()  # as telehub recommend serve does
+    async with RecommendServer(app) as server:
         conn.send(("ok", server.port))
         await asyncio.to_thread(conn.recv)
