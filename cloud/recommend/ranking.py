@@ -21,7 +21,8 @@ For one context the :class:`Recommender`:
    then score, then id, so equal input always gives the same order;
 5. walks that order skipping what is closed at the context's local time
    ("open now" is a hard filter, but it does not change the score, so it is
-   checked only for the few that could be shown).
+   checked only for the best few, and further down only when too many of
+   those are closed).
 
 Everything but step 5 is vectorised over numpy arrays, so a query costs about
 the same for a catalog of a hundred points or of a hundred thousand.
@@ -223,22 +224,27 @@ class Recommender:
         idx, dist = idx[near], dist[near]
         score, first = self._score(idx, dist, radius, situation)
         suggestions: list[Suggestion] = []
-        for position in self._order(idx, score, first, context.limit * _OVERSCAN):
+        ranked = self._order(idx, score, first, context.limit * _OVERSCAN)
+        walked = 0
+        while len(suggestions) < context.limit and walked < ranked.size:
+            position = ranked[walked]
+            walked += 1
+            if walked == ranked.size and ranked.size < idx.size:
+                # Too many of the best were closed: sort them all. The best few are
+                # every key up to the k-th, so they are this order's first entries.
+                ranked = self._order(idx, score, first, idx.size)
             poi = self.pois[int(idx[position])]
-            if not poi.hours.is_open(context.local_time):
-                continue
-            suggestions.append(
-                self._suggestion(
-                    poi,
-                    float(dist[position]),
-                    float(score[position]),
-                    situation,
-                    context,
-                    usable,
+            if poi.hours.is_open(context.local_time):
+                suggestions.append(
+                    self._suggestion(
+                        poi,
+                        float(dist[position]),
+                        float(score[position]),
+                        situation,
+                        context,
+                        usable,
+                    )
                 )
-            )
-            if len(suggestions) == context.limit:
-                break
         notes = list(context.notes)
         if context.position.precision is Precision.COARSE:
             notes.append(

@@ -19,8 +19,18 @@ from cloud.recommend.context import (
     coarsen,
 )
 from cloud.recommend.errors import InvalidContext
+from cloud.recommend.hours import parse_hours
 from cloud.recommend.ranking import ReachPolicy, Recommender
-from tests.cloud.recommend.scenarios import BRAND, CATALOG, CCS, HOME, MONDAY_2PM, POIS, north
+from tests.cloud.recommend.scenarios import (
+    BRAND,
+    CATALOG,
+    CCS,
+    HOME,
+    MONDAY_2PM,
+    POIS,
+    north,
+    poi,
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +194,14 @@ def test_bad_context_is_refused_with_the_field(fields: dict[str, object], field:
 def test_bad_position_is_refused() -> None:
     with pytest.raises(InvalidContext, match="latitude"):
         Position(91.0, 0.0)
+
+
+def test_many_closed_places_do_not_hide_open_ones_further_away() -> None:
+    closed = parse_hours("Mo-Fr 08:00-09:00")
+    pois = [
+        poi(f"closed-{i:02d}", PoiKind.CHARGING, 0.1 * (i + 1), connectors=CCS, hours=closed)
+        for i in range(60)
+    ]
+    pois += [poi(f"open-{i}", PoiKind.CHARGING, 10.0 + i, connectors=CCS) for i in range(3)]
+    recommender = Recommender(Catalog.build(pois, ()), brand=BRAND)
+    assert ids(recommender, ev(level_pct=40, limit=3)) == ["open-0", "open-1", "open-2"]
