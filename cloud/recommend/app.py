@@ -31,7 +31,7 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.errors import CloudError, StoreError, UnknownTenant, UnknownVehicle
+from cloud.errors import CloudError, NotPermitted, StoreError, UnknownTenant, UnknownVehicle
 from cloud.recommend.config import RecommendSettings
 from cloud.recommend.context import Fault, Precision
 from cloud.recommend.errors import InvalidApiKey, InvalidContext
@@ -54,6 +54,7 @@ ACCESS_LOG = logging.getLogger("telehub.recommend.access")
 _ERRORS = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
@@ -62,7 +63,7 @@ _ERRORS = {
     503: "unavailable",
 }
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (401, 403, 404, 413, 422, 503)
 }
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -247,6 +248,8 @@ def _install_handlers(app: FastAPI) -> None:
             return _error(401, str(exc), headers={"WWW-Authenticate": "X-API-Key"})
         if isinstance(exc, InvalidContext):
             return _error(422, str(exc), [{"field": exc.field, "message": str(exc)}])
+        if isinstance(exc, NotPermitted):
+            return _error(403, str(exc))
         if isinstance(exc, UnknownVehicle | UnknownTenant):
             return _error(404, "no such vehicle for this tenant")
         if isinstance(exc, StoreError):

@@ -4,7 +4,8 @@ The one place the recommendation API reads a tenant's store, read-only. The
 tenant's rule configuration says which catalog signals mean latitude,
 longitude, fuel level and state of charge, and how severe each fault code is,
 so the recommendations read the vehicle as the rules do. The position is
-exact only while the owner's consent covers location.
+exact only while the owner's consent covers location, and nothing is read
+unless it covers recommendations.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud.domain import LatestValue, Purpose
-from cloud.errors import UnknownTenant
+from cloud.errors import NotPermitted, UnknownTenant
 from cloud.recommend.context import Energy, Fault, FaultSeverity, Maintenance
 from cloud.recommend.errors import InvalidContext
 from cloud.rules.config import RuleConfig, SignalRef
@@ -39,7 +40,8 @@ class VehicleSnapshot:
 
 
 #: (tenant, vehicle id) → its snapshot; raises ``UnknownVehicle``, ``StoreError``,
-#: ``InvalidContext`` (no position stored). Blocking: call it from a thread.
+#: ``NotPermitted`` (no consent to recommendations), ``InvalidContext`` (no position
+#: stored). Blocking: call it from a thread.
 VehicleStates = Callable[[str, str], VehicleSnapshot]
 
 
@@ -63,6 +65,9 @@ class StoreStates:
 def snapshot_of(store: TenantStore, vehicle_id: str, rules: RuleConfig) -> VehicleSnapshot:
     """The vehicle's snapshot from ``store`` (raises ``UnknownVehicle`` first if not enrolled)."""
     consent = store.consent(vehicle_id)
+    if Purpose.RECOMMENDATIONS not in consent.purposes:
+        # The owner withdrew this purpose: the vehicle's data is not read for it at all.
+        raise NotPermitted("the owner has not consented to recommendations for this vehicle")
     latest = store.latest(vehicle_id)
     roles = rules.signals
     lat = _value(latest, roles.latitude)

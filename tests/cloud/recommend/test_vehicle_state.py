@@ -100,3 +100,13 @@ async def test_unknown_or_foreign_vehicles_are_404(client: httpx.AsyncClient) ->
     foreign = await ask(client, VIN, GLOBEX_KEY)
     assert foreign.status_code == 404
     assert VIN not in foreign.text
+
+
+async def test_no_recommendations_consent_reads_nothing(
+    client: httpx.AsyncClient, registry: TenantRegistry
+) -> None:
+    registry.store("acme").add_consent(VIN, [Purpose.LOCATION, Purpose.DIAGNOSTICS])
+    answer = await ask(client, VIN)
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "forbidden"
+    assert "consented to recommendations" in answer.json()["message"]
