@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ _RULES = (
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> TenantRegistry:
+def registry(tmp_path: Path) -> Iterator[TenantRegistry]:
     settings = CloudSettings(
         data_dir=tmp_path,
         tenants={"acme": TenantSettings(token_secret="t" * 40)},  # type: ignore[arg-type]
@@ -43,16 +44,18 @@ def registry(tmp_path: Path) -> TenantRegistry:
     store.ingest(VIN, 1, SampleColumns(ids, [1_000_000] * 3, [HOME[0], HOME[1], 40.0]))
     store.store_fault_report(VIN, 1, [FaultCode("uds", "pt", 1, "P0A80", FaultState.SET, 1)])
     store.set_service_record(VIN, ServiceRecord(model="Volt"))
-    return registry
+    yield registry
+    registry.close()
 
 
 @pytest.fixture
-async def client(tmp_path: Path, registry: TenantRegistry) -> httpx.AsyncClient:
+async def client(tmp_path: Path, registry: TenantRegistry) -> AsyncIterator[httpx.AsyncClient]:
     rules = tmp_path / "rules.json"
     rules.write_text(_RULES)
     states = StoreStates(registry, {"acme": rules, "globex": None})
     transport = httpx.ASGITransport(app=make_app(tmp_path, states))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
 
 
 async def ask(client: httpx.AsyncClient, vehicle: str, key: str = ACME_KEY) -> httpx.Response:
