@@ -180,6 +180,7 @@ class Recommender:
             if count
         }
         self._plugs = np.fromiter((_mask(p.connectors) for p in self.pois), np.int64, n)
+        self._fixed: dict[str, tuple[Reason | None, Reason, Reason | None]] = {}
         own = brand.casefold() if brand else None
         self._own_service = np.fromiter(
             (
@@ -224,6 +225,7 @@ class Recommender:
         idx, dist = idx[near], dist[near]
         score, first = self._score(idx, dist, radius, situation)
         suggestions: list[Suggestion] = []
+        energy = (situation.energy_kind, _energy_reason(situation, context))
         ranked = self._order(idx, score, first, context.limit * _OVERSCAN)
         walked = 0
         while len(suggestions) < context.limit and walked < ranked.size:
@@ -240,9 +242,9 @@ class Recommender:
                         poi,
                         float(dist[position]),
                         float(score[position]),
-                        situation,
                         context,
                         usable,
+                        energy,
                     )
                 )
         notes = list(context.notes)
@@ -354,39 +356,52 @@ class Recommender:
         poi: Poi,
         distance: float,
         score: float,
-        situation: _Situation,
         context: Context,
         usable: float | None,
+        energy: tuple[PoiKind, Reason],
     ) -> Suggestion:
+        """``energy``: the kind of energy stop wanted and the reason for it (one per query)."""
         reasons: list[Reason] = []
-        if poi.kind is situation.energy_kind:
-            reasons.append(_energy_reason(poi, situation, context))
-        if poi.kind in SERVICE_KINDS:
+        if poi.kind is energy[0]:
+            reasons.append(energy[1])
+        elif poi.kind in SERVICE_KINDS:
             reasons.extend(_service_reasons(poi, context, self._is_own(poi)))
-        if poi.kind is PoiKind.CHARGING:
-            plugs = ", ".join(sorted(c.value for c in poi.connectors))
-            power = f", up to {poi.power_kw:g} kW" if poi.power_kw else ""
+        plugs, opening, price = self._fixed_reasons(poi)
+        if plugs is not None:
             fits = sorted(c.value for c in poi.connectors & context.connectors)
-            text = f"connectors {plugs}{power}"
-            if fits:
-                text += f"; fits your {', '.join(fits)}"
-            reasons.append(Reason("connector", text))
+            reasons.append(
+                Reason(plugs.code, f"{plugs.text}; fits your {', '.join(fits)}") if fits else plugs
+            )
         road = distance * self.reach.detour_factor
         text = f"{distance:.1f} km away (about {road:.1f} km by road)"
         if usable is not None:
             text += f", within the {usable:.0f} km usable of {context.range_km:.0f} km range"
         reasons.append(Reason("reachable" if usable is not None else "distance", text))
-        reasons.append(
-            Reason("open", "open 24/7" if poi.hours.always else f"open now ({poi.hours.text})")
-        )
-        if poi.price is not None:
-            reasons.append(
-                Reason(
-                    "price",
-                    f"price {poi.price:g} per {'kWh' if poi.kind is PoiKind.CHARGING else 'litre'}",
-                )
-            )
+        reasons.append(opening)
+        if price is not None:
+            reasons.append(price)
         return Suggestion(poi, round(distance, 3), round(score, 6), tuple(reasons))
+
+    def _fixed_reasons(self, poi: Poi) -> tuple[Reason | None, Reason, Reason | None]:
+        """The reasons that depend on the place alone, made once per place on first use
+        (the cache grows to the catalog's size at most)."""
+        fixed = self._fixed.get(poi.id)
+        if fixed is None:
+            plugs = None
+            if poi.kind is PoiKind.CHARGING:
+                names = ", ".join(sorted(c.value for c in poi.connectors))
+                power = f", up to {poi.power_kw:g} kW" if poi.power_kw else ""
+                plugs = Reason("connector", f"connectors {names}{power}")
+            opening = Reason(
+                "open", "open 24/7" if poi.hours.always else f"open now ({poi.hours.text})"
+            )
+            price = None
+            if poi.price is not None:
+                unit = "kWh" if poi.kind is PoiKind.CHARGING else "litre"
+                price = Reason("price", f"price {poi.price:g} per {unit}")
+            fixed = (plugs, opening, price)
+            self._fixed[poi.id] = fixed
+        return fixed
 
     def _is_own(self, poi: Poi) -> bool:
         return bool(self.brand and (poi.brand or "").casefold() == self.brand.casefold())
@@ -435,8 +450,8 @@ def _cheapness(
     return result
 
 
-def _energy_reason(poi: Poi, situation: _Situation, context: Context) -> Reason:
-    what = "charge" if poi.kind is PoiKind.CHARGING else "fuel"
+def _energy_reason(situation: _Situation, context: Context) -> Reason:
+    what = "charge" if situation.energy_kind is PoiKind.CHARGING else "fuel"
     level = "" if context.level_pct is None else f" at {context.level_pct:.0f}%"
     left = "" if context.range_km is None else f", about {context.range_km:.0f} km left"
     if situation.energy_critical:
