@@ -65,6 +65,8 @@ class RecommendServer:
             timeout_graceful_shutdown=max(1, round(grace_seconds)),
             # Head units keep one connection; the load generator many.
             timeout_keep_alive=30,
+            # Nothing to tell a client about the software that answers it.
+            server_header=False,
         )
         self._server = uvicorn.Server(self._config)
         self._socket: socket.socket | None = None
