@@ -78,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(settings: RecommendSettings, states: VehicleStates | None) -> None:
     host, _, port = settings.listen.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address is written [::1]:8300
     app = create_app(settings, states=states)
     freeze_long_lived()
     async with RecommendServer(app, host, int(port), grace_seconds=settings.grace_seconds) as srv:

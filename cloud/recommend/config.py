@@ -16,6 +16,7 @@ as JSON, e.g.::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -24,8 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud.config import check_listen
 from cloud.recommend.catalog import Connector
 from cloud.recommend.context import Energy
+from cloud.recommend.ranking import ReachPolicy, Weights
 
 __all__ = [
     "MIN_KEY_BYTES",
@@ -39,7 +42,6 @@ __all__ = [
 MIN_KEY_BYTES = 32
 _NAME = re.compile(r"[a-z0-9_-]{1,63}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_LISTEN = re.compile(r"(?P<host>[^:\s]+):(?P<port>\d{1,5})")
 
 
 def hash_api_key(key: str) -> str:
@@ -48,7 +50,9 @@ def hash_api_key(key: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never repeat the input: it may be a key pasted where a digest belongs,
+    # and settings errors end up in logs.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ModelEnergy(_Strict):
@@ -60,22 +64,36 @@ class ModelEnergy(_Strict):
     connectors: frozenset[Connector] = frozenset()
 
 
-class RankingSettings(_Strict):
-    """Score weights and the reach policy (see ``cloud.recommend.ranking``)."""
+_WEIGHTS, _REACH = Weights(), ReachPolicy()
 
-    distance: float = Field(default=1.0, ge=0)
-    urgency: float = Field(default=2.0, ge=0)
-    brand: float = Field(default=1.5, ge=0)
-    price: float = Field(default=0.5, ge=0)
-    power: float = Field(default=0.6, ge=0)
-    detour_factor: float = Field(default=1.3, ge=1, le=5)
-    safety_margin: float = Field(default=0.15, ge=0, lt=1)
-    reserve_km: float = Field(default=5.0, ge=0)
-    max_search_km: float = Field(default=30.0, gt=0, le=500)
-    low_level_pct: float = Field(default=20.0, ge=0, le=100)
-    critical_level_pct: float = Field(default=8.0, ge=0, le=100)
-    low_range_km: float = Field(default=60.0, ge=0)
-    critical_range_km: float = Field(default=25.0, ge=0)
+
+class RankingSettings(_Strict):
+    """Score weights and the reach policy (see ``cloud.recommend.ranking``, whose
+    defaults these are)."""
+
+    distance: float = Field(default=_WEIGHTS.distance, ge=0)
+    urgency: float = Field(default=_WEIGHTS.urgency, ge=0)
+    brand: float = Field(default=_WEIGHTS.brand, ge=0)
+    price: float = Field(default=_WEIGHTS.price, ge=0)
+    power: float = Field(default=_WEIGHTS.power, ge=0)
+    detour_factor: float = Field(default=_REACH.detour_factor, ge=1, le=5)
+    safety_margin: float = Field(default=_REACH.safety_margin, ge=0, lt=1)
+    reserve_km: float = Field(default=_REACH.reserve_km, ge=0)
+    max_search_km: float = Field(default=_REACH.max_search_km, gt=0, le=500)
+    low_level_pct: float = Field(default=_REACH.low_level_pct, ge=0, le=100)
+    critical_level_pct: float = Field(default=_REACH.critical_level_pct, ge=0, le=100)
+    low_range_km: float = Field(default=_REACH.low_range_km, ge=0)
+    critical_range_km: float = Field(default=_REACH.critical_range_km, ge=0)
+
+    def weights(self) -> Weights:
+        return Weights(**{name: getattr(self, name) for name in _fields(Weights)})
+
+    def reach(self) -> ReachPolicy:
+        return ReachPolicy(**{name: getattr(self, name) for name in _fields(ReachPolicy)})
+
+
+def _fields(kind: type[Weights] | type[ReachPolicy]) -> list[str]:
+    return [field.name for field in dataclasses.fields(kind)]
 
 
 class TenantRecommendSettings(_Strict):
@@ -128,7 +146,10 @@ class RecommendSettings(BaseSettings):
     """Settings of the recommendation API process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TELEHUB_RECOMMEND_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="TELEHUB_RECOMMEND_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     listen: str = "127.0.0.1:8300"
@@ -141,10 +162,7 @@ class RecommendSettings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
-        match = _LISTEN.fullmatch(value)
-        if match is None or int(match["port"]) > 65535:
-            raise ValueError(f"listen must be host:port with a port 0-65535, got {value!r}")
-        return value
+        return check_listen(value)
 
     @model_validator(mode="after")
     def _unique_keys(self) -> RecommendSettings:

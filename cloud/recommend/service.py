@@ -28,7 +28,7 @@ from cloud.recommend.context import (
 )
 from cloud.recommend.errors import InvalidApiKey
 from cloud.recommend.importers import load_catalog
-from cloud.recommend.ranking import ReachPolicy, Recommendations, Recommender, Weights
+from cloud.recommend.ranking import Recommendations, Recommender
 
 __all__ = ["Client", "ContextDraft", "RecommendService", "TenantService"]
 
@@ -82,22 +82,10 @@ class RecommendService:
         self._token_keys: dict[Client, bytes] = {}
         for name, tenant in settings.tenants.items():
             catalog = (catalogs or {}).get(name) or load_catalog(tenant.catalog_dir)
-            ranking = tenant.ranking
             recommender = Recommender(
                 catalog,
-                weights=Weights(
-                    ranking.distance, ranking.urgency, ranking.brand, ranking.price, ranking.power
-                ),
-                reach=ReachPolicy(
-                    ranking.detour_factor,
-                    ranking.safety_margin,
-                    ranking.reserve_km,
-                    ranking.max_search_km,
-                    ranking.low_level_pct,
-                    ranking.critical_level_pct,
-                    ranking.low_range_km,
-                    ranking.critical_range_km,
-                ),
+                weights=tenant.ranking.weights(),
+                reach=tenant.ranking.reach(),
                 brand=tenant.brand,
             )
             self._tenants[name] = TenantService(tenant, recommender, ZoneInfo(tenant.timezone))
