@@ -24,7 +24,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.domain import AGENT_DEFAULT_PURPOSES, Purpose
 
-__all__ = ["MIN_SECRET_BYTES", "CloudSettings", "RetentionPolicy", "TenantSettings"]
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "CloudSettings",
+    "RetentionPolicy",
+    "TenantSettings",
+    "check_listen",
+]
 
 _TENANT_NAME = re.compile(r"[a-z0-9_-]{1,63}")
 _LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(?P<port>\d{1,5})")
@@ -32,6 +38,14 @@ _NATS_URL = re.compile(r"(nats|tls)://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\s\[\]@]+)
 
 #: HS256 keys shorter than the hash output weaken the signature (and PyJWT warns).
 MIN_SECRET_BYTES = 32
+
+
+def check_listen(value: str) -> str:
+    """``value`` if it is ``host:port`` with a port 0-65535; raises ``ValueError``."""
+    match = _LISTEN.fullmatch(value)
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(f"listen must be host:port with a port 0-65535, got {value!r}")
+    return value
 
 
 class RetentionPolicy(BaseModel):
@@ -109,10 +123,7 @@ class CloudSettings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _valid_listen(cls, value: str) -> str:
-        match = _LISTEN.fullmatch(value)
-        if match is None or int(match["port"]) > 65535:
-            raise ValueError(f"listen must be host:port with a port 0-65535, got {value!r}")
-        return value
+        return check_listen(value)
 
     @field_validator("event_bus")
     @classmethod

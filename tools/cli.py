@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         decode_cmd,
         demo,
         plot_cmd,
+        recommend_cmd,
         replay_cmd,
         simulate_cmd,
     )
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     dbc_cmd.register(sub)
     decode_cmd.register(sub)
     plot_cmd.register(sub)
+    recommend_cmd.register(sub)
     replay_cmd.register(sub)
     simulate_cmd.register(sub)
     return parser

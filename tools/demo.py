@@ -31,6 +31,7 @@ from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import start_gateway
 from cloud.store import TenantRegistry, TenantStore
+from tools.demo_recommend import end_of_drive_suggestions
 from vehicle_agent.app import Agent, AgentReport, outbox_or_buffer
 from vehicle_agent.catalog import DbcSpec
 from vehicle_agent.decoding import Decoder
@@ -141,9 +142,12 @@ async def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
                 report = await _replay(rec, token, gateway.target, outbox, console)
                 vehicles.append(_vehicle_summary(rec, report, store))
         elapsed = time.monotonic() - started
+        car = recordings(demo_data())[0].vehicle_id
+        cache = data_dir / "agents" / car / "suggestions.json"
+        suggestions = await end_of_drive_suggestions(store, car, cache)
     finally:
         registry.close()
-    return _summary(vehicles, elapsed, data_dir)
+    return {**_summary(vehicles, elapsed, data_dir), "suggestions": suggestions}
 
 
 async def _replay(
@@ -271,6 +275,13 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             f"{a['evicted_samples']:,} evicted, {a['fault_changes']:,} fault-code changes, "
             f"frames by bus {a['frames_by_bus']}"
         )
+    if s.get("suggestions"):
+        console.print()
+        console.print(
+            f"[bold]Suggestions at the end of the drive[/] ({s['suggestions']['assumed']})"
+        )
+        for line in s["suggestions"]["lines"]:
+            console.print(f"  {line}", markup=False)
 
 
 def _ms(value: float | None) -> str:
