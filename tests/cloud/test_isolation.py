@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+import pytest
 from sqlalchemy import create_engine, func, select
 
 from cloud.auth import issue_token
-from cloud.config import CloudSettings
+from cloud.config import CloudSettings, TenantSettings
 from cloud.store import TenantRegistry
 from cloud.store.models import Sample, Vehicle
-from tests.cloud.conftest import SECRET_ACME, SECRET_GLOBEX
+from tests.cloud.conftest import SECRET_ACME, SECRET_GLOBEX, make_settings
 from tests.cloud.messages import batch, exchange, hello, samples_for
+from tests.conftest import fresh_postgres_database
 
 if TYPE_CHECKING:
     from telehub.v1.telemetry_pb2_grpc import TelemetryGatewayAsyncStub as Stub
 
 CAR_A = "ACME-CAR-A"
 CAR_B = "GLOBEX-CAR-B"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloudSettings]:
+    """Two tenants, each in a database of its own: SQLite files, or two PostgreSQL databases."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path / "data")
+        return
+    with fresh_postgres_database() as acme, fresh_postgres_database() as globex:
+        yield make_settings(
+            tmp_path / "data",
+            tenants={
+                "acme": TenantSettings(token_secret=SECRET_ACME, database_url=acme),
+                "globex": TenantSettings(token_secret=SECRET_GLOBEX, database_url=globex),
+            },
+        )
 
 
 def _rows(url: str) -> tuple[int, list[str]]:
