@@ -11,8 +11,9 @@ inside the route, after the trail exists (``require_admin``,
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -69,7 +70,11 @@ class Services:
         self.sender.wake()
 
 
-def _services(request: Request) -> Services:
+# Dependencies that do no blocking IO are ``async def``: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop that costs more than these functions do.
+
+
+async def _services(request: Request) -> Services:
     return cast(Services, request.app.state.services)
 
 
@@ -95,21 +100,24 @@ def authenticate(services: Services, credential: str) -> Principal:
     return Principal(key.tenant, key.key_id, Role(row["role"]), row["dealer_id"])
 
 
-def _principal(
+async def _principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("this route needs an API key or an access token")
-    return authenticate(services, credentials.credentials)
+    if not credentials.credentials.startswith(KEY_PREFIX):
+        return authenticate(services, credentials.credentials)  # a token: no IO
+    return await asyncio.to_thread(authenticate, services, credentials.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
-def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
-    # Always the caller's own tenant: no route takes a tenant from the request.
-    return services.stores.store(principal.tenant)
+async def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
+    # Always the caller's own tenant: no route takes a tenant from the request. The
+    # store was opened when the caller's key was checked (a token's tenant may not be).
+    return await asyncio.to_thread(services.stores.store, principal.tenant)
 
 
 StoreDep = Annotated[CrmStore, Depends(_store)]
@@ -143,17 +151,20 @@ class AuditTrail:
         }
 
 
-def _audit(request: Request, principal: PrincipalDep, store: StoreDep) -> Iterator[AuditTrail]:
+async def _audit(
+    request: Request, principal: PrincipalDep, store: StoreDep
+) -> AsyncIterator[AuditTrail]:
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     trail = AuditTrail(f"{request.method} {template}", request.url.path, principal)
     try:
         yield trail
     except CrmError as exc:
-        store.write_audit(trail.row("denied" if status_of(exc) in (401, 403) else "error",
-                                    status_of(exc)))  # fmt: skip
+        status = status_of(exc)
+        row = trail.row("denied" if status in (401, 403) else "error", status)
+        await asyncio.to_thread(store.write_audit, row)
         raise
-    store.write_audit(trail.row("allowed", 200))
+    await asyncio.to_thread(store.write_audit, trail.row("allowed", 200))
 
 
 AuditDep = Annotated[AuditTrail, Depends(_audit)]
@@ -165,7 +176,7 @@ class PageParams:
     limit: int
 
 
-def _page(
+async def _page(
     after: Annotated[
         int | None, Query(ge=0, le=2**31 - 1, description="the `next_after` of the last page")
     ] = None,
@@ -178,7 +189,7 @@ PageDep = Annotated[PageParams, Depends(_page)]
 
 
 # Takes the caller first, so an anonymous update is a 401, not a 428.
-def _version(
+async def _version(
     _caller: PrincipalDep,
     if_match: Annotated[
         str | None, Header(description='the ETag of the version you read, e.g. "3"')
