@@ -28,11 +28,14 @@ __all__ = [
     "ConsentTerm",
     "GrantTerm",
     "LeadState",
+    "MaintenanceSchedule",
     "RecallStatus",
+    "Reminder",
     "backoff_seconds",
     "decide_access",
     "in_force",
     "lead_transition",
+    "maintenance_reminder",
     "recall_transition",
 ]
 
@@ -179,6 +182,76 @@ def recall_transition(current: RecallStatus, target: RecallStatus) -> RecallStat
     if _RECALL_ORDER.index(target) <= _RECALL_ORDER.index(current):
         raise ValueError(f"a recall that is {current.value} cannot go back to {target.value}")
     return target
+
+
+# ---------------------------------------------------------------------- maintenance
+
+_DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceSchedule:
+    """A model's service interval, by distance and/or time, and how early to remind."""
+
+    interval_km: float | None
+    interval_days: float | None
+    remind_before_km: float = 1_000.0
+    remind_before_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """Maintenance coming due (or overdue): by what, when, at what mileage."""
+
+    by: str  # "distance" or "time", whichever comes first
+    due_at_us: int | None
+    due_km: float | None
+    overdue: bool
+
+
+def maintenance_reminder(
+    schedule: MaintenanceSchedule,
+    *,
+    last_service_us: int,
+    last_service_km: float,
+    mileage_km: float | None,
+    now_us: int,
+) -> Reminder | None:
+    """A reminder when the vehicle is within the reminder window of its next service.
+
+    The last service is the newest closed repair order, or the vehicle's
+    registration (at 0 km) before it had any.
+    """
+    due_at = (
+        None
+        if schedule.interval_days is None
+        else last_service_us + int(schedule.interval_days * _DAY_US)
+    )
+    due_km = None if schedule.interval_km is None else last_service_km + schedule.interval_km
+    by_time = due_at is not None and now_us >= due_at - int(schedule.remind_before_days * _DAY_US)
+    by_distance = (
+        due_km is not None
+        and mileage_km is not None
+        and mileage_km >= due_km - schedule.remind_before_km
+    )
+    if not (by_time or by_distance):
+        return None
+    overdue = (due_at is not None and now_us >= due_at) or (
+        due_km is not None and mileage_km is not None and mileage_km >= due_km
+    )
+    # Which limit comes first: the one with less of its reminder window left.
+    time_left = (
+        None if due_at is None else (due_at - now_us) / (schedule.remind_before_days * _DAY_US or 1)
+    )
+    km_left = (
+        None
+        if due_km is None or mileage_km is None
+        else (due_km - mileage_km) / (schedule.remind_before_km or 1)
+    )
+    by = (
+        "distance" if km_left is not None and (time_left is None or km_left < time_left) else "time"
+    )
+    return Reminder(by, due_at, due_km, overdue)
 
 
 # ---------------------------------------------------------------------- webhooks

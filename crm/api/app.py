@@ -16,7 +16,17 @@ from fastapi import FastAPI
 
 from crm.api.deps import Services
 from crm.api.errors import install_error_handlers
-from crm.api.routes import audit, consents, customers, dealers, leads, recalls, system, vehicles
+from crm.api.routes import (
+    audit,
+    consents,
+    customers,
+    dealers,
+    leads,
+    maintenance,
+    recalls,
+    system,
+    vehicles,
+)
 from crm.api.routes import webhooks as webhook_routes
 from crm.config import CrmSettings
 from crm.store import CrmStores
@@ -61,7 +71,8 @@ def create_app(
     app.state.services = Services(settings, stores, sender)
     install_error_handlers(app)
     for module in (
-        system, dealers, customers, vehicles, consents, leads, recalls, webhook_routes, audit,
+        system, dealers, customers, vehicles, consents, leads, maintenance, recalls,
+        webhook_routes, audit,
     ):  # fmt: skip
         app.include_router(module.router)
     return app

@@ -12,7 +12,6 @@ inside the route, after the trail exists (``require_admin``,
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, cast
@@ -21,6 +20,7 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crm.api.errors import status_of
+from crm.api.schemas import parse_etag
 from crm.auth import (
     KEY_PREFIX,
     Principal,
@@ -33,7 +33,6 @@ from crm.config import CrmSettings
 from crm.errors import (
     CrmError,
     Forbidden,
-    InvalidInput,
     NotFound,
     PreconditionRequired,
     Unauthenticated,
@@ -54,8 +53,6 @@ __all__ = [
     "authenticate",
     "require_admin",
 ]
-
-_ETAG = re.compile(r'(?:W/)?"(\d{1,9})"')
 
 
 @dataclass
@@ -197,10 +194,7 @@ async def _version(
 ) -> int:
     if if_match is None:
         raise PreconditionRequired("an update needs If-Match with the ETag you read")
-    match = _ETAG.fullmatch(if_match.strip())
-    if match is None:
-        raise InvalidInput('If-Match must be an ETag such as "3"')
-    return int(match[1])
+    return parse_etag(if_match)
 
 
 VersionDep = Annotated[int, Depends(_version)]

@@ -9,12 +9,14 @@ Times are ISO 8601 with a zone on the wire and microseconds in the store.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from crm.domain import DATA_FIELDS, PURPOSES
+from crm.errors import InvalidInput
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_NUL = r"^[^\x00]*$"
@@ -42,6 +44,17 @@ Time = Annotated[AwareDatetime, AfterValidator(_bounded)]
 
 assert set(Purpose.__args__) == PURPOSES  # type: ignore[attr-defined]
 assert set(DataField.__args__) == DATA_FIELDS  # type: ignore[attr-defined]
+
+
+_ETAG = re.compile(r'(?:W/)?"(\d{1,9})"')
+
+
+def parse_etag(if_match: str) -> int:
+    """The version an ``If-Match`` names (our ETags are ``"<version>"``)."""
+    match = _ETAG.fullmatch(if_match.strip())
+    if match is None:
+        raise InvalidInput('If-Match must be an ETag such as "3"')
+    return int(match[1])
 
 
 def to_us(value: datetime) -> int:

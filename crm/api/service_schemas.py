@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, model_validator
 
 from crm.api.schemas import Code, Id, Km, LongText, Text, Time, Vin, _Input
 
@@ -126,3 +126,39 @@ class DeliveryPublic(BaseModel):
     last_error: str | None
     created: datetime
     finished: datetime | None
+
+
+class ScheduleBody(_Input):
+    interval_km: Km | None = Field(default=None, gt=0, examples=[15_000.0])
+    interval_days: float | None = Field(default=None, gt=0, le=3650, allow_inf_nan=False,
+                                        examples=[365.0])  # fmt: skip
+    remind_before_km: Km = 1_000.0
+    remind_before_days: float = Field(default=30.0, ge=0, le=365, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _some_interval(self) -> ScheduleBody:
+        if self.interval_km is None and self.interval_days is None:
+            raise ValueError("a schedule needs interval_km, interval_days or both")
+        return self
+
+
+class SchedulePublic(BaseModel):
+    model: str
+    interval_km: float | None
+    interval_days: float | None
+    remind_before_km: float
+    remind_before_days: float
+    version: int
+
+
+class ReminderPublic(BaseModel):
+    """A vehicle whose next service is within its schedule's reminder window."""
+
+    vehicle_id: int
+    vin: str
+    model: str
+    mileage_km: float | None
+    by: str = Field(examples=["distance"])
+    due_at: datetime | None
+    due_km: float | None
+    overdue: bool

@@ -15,12 +15,12 @@ from crm.store.access import AccessStore
 from crm.store.base import Page, Row
 from crm.store.hooks import HookStore
 from crm.store.records import RecordStore
-from crm.store.service import LeadOutcome, ServiceStore
+from crm.store.service import LeadOutcome, MaintenanceStore, ServiceStore
 
 __all__ = ["CrmStore", "CrmStores", "LeadOutcome", "Page", "Row"]
 
 
-class CrmStore(RecordStore, AccessStore, ServiceStore, HookStore):
+class CrmStore(RecordStore, AccessStore, ServiceStore, MaintenanceStore, HookStore):
     """Everything the CRM keeps in one tenant's store; ``telemetry`` is the cloud's side."""
 
     def __init__(self, engine: Engine, telemetry: TenantStore) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, insert, or_, select, update
 
 from cloud.store.models import HealthRow, Vehicle
 from crm.domain import FIELD_PURPOSE, ConsentTerm, GrantTerm
@@ -21,7 +21,7 @@ from crm.store.base import Page, Row, StoreBase, now_us, page_of
 from crm.store.records import decode_set
 from crm.store.tables import api_keys, audit_log, consents, grants, vehicles
 
-__all__ = ["AccessStore"]
+__all__ = ["AccessStore", "visible_to_dealer"]
 
 
 def _grant_in_force(field: str) -> ColumnElement[bool]:
@@ -68,12 +68,18 @@ def _health_list() -> Select[Any]:
     )  # fmt: skip
 
 
+def visible_to_dealer(field: str) -> ColumnElement[bool]:
+    """``crm.domain.decide_access`` for one field, in SQL, over ``crm_vehicles``.
+
+    Binds ``dealer_id``, ``at`` (now, in µs) and ``after`` (the page's lower id bound).
+    """
+    return and_(_grant_in_force(field), _consent_in_force(FIELD_PURPOSE[field]))
+
+
 # Built once: the list is the hottest read, and building the statement per request
 # cost as much CPU as running it.
 _ADMIN_HEALTH = _health_list()
-_DEALER_HEALTH = _health_list().where(
-    _grant_in_force("health"), _consent_in_force(FIELD_PURPOSE["health"])
-)
+_DEALER_HEALTH = _health_list().where(visible_to_dealer("health"))
 
 
 class AccessStore(StoreBase):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, or_, select, update
 
 from crm.domain import LeadState, RecallStatus, lead_transition, recall_transition
 from crm.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from crm.store.access import visible_to_dealer
 from crm.store.base import Page, Row, StoreBase, now_us
 from crm.store.hooks import enqueue_deliveries
 from crm.store.tables import (
@@ -23,13 +24,14 @@ from crm.store.tables import (
     grants,
     lead_events,
     leads,
+    maintenance_schedules,
     recall_vehicles,
     recalls,
     repair_orders,
     vehicles,
 )
 
-__all__ = ["LeadOutcome", "ServiceStore"]
+__all__ = ["LeadOutcome", "MaintenanceStore", "ServiceStore"]
 
 _OPEN_STATES = [state.value for state in LeadState if state.is_open]
 
@@ -397,3 +399,62 @@ class ServiceStore(StoreBase):
                     f"recall {recall_id} vehicle {vin} is at version {row.version}, not {version}"
                 )
             return dict(changed._mapping)
+
+
+class MaintenanceStore(StoreBase):
+    """Service schedules per model and the vehicles whose maintenance comes due."""
+
+    def put_schedule(self, model: str, values: Mapping[str, Any], version: int | None) -> Row:
+        """Create the model's schedule (``version`` None) or replace it at ``version``."""
+        s = maintenance_schedules.c
+        with self._tx("store maintenance schedule") as conn:
+            if version is None:
+                return self._insert(
+                    conn, maintenance_schedules, {**values, "model": model, "version": 1}
+                )
+            changed = conn.execute(
+                update(maintenance_schedules)
+                .where(s.model == model, s.version == version)
+                .values(**values, version=s.version + 1)
+                .returning(*maintenance_schedules.c)
+            ).first()
+            if changed is None:
+                raise PreconditionFailed(f"the schedule of {model!r} is not at version {version}")
+            return dict(changed._mapping)
+
+    def schedule(self, model: str) -> Row:
+        with self._tx("read maintenance schedule") as conn:
+            row = conn.execute(
+                select(maintenance_schedules).where(maintenance_schedules.c.model == model)
+            ).first()
+            if row is None:
+                raise NotFound(f"model {model!r} has no maintenance schedule")
+            return dict(row._mapping)
+
+    def reminder_candidates(
+        self, dealer_id: int | None, *, after: int | None, limit: int
+    ) -> list[Row]:
+        """Vehicles with a schedule, their last service, in id order (a dealer: its granted
+        ones with after-sales consent); ``crm.domain.maintenance_reminder`` decides."""
+        v, ro = vehicles.c, repair_orders.c
+        closed = and_(ro.vehicle_id == v.id, ro.state == "closed")
+        query = (
+            select(
+                v.id, v.vin, v.model, v.mileage_km, v.created_us,
+                select(func.max(ro.closed_us)).where(closed).scalar_subquery().label("served_us"),
+                select(func.max(ro.mileage_km)).where(closed).scalar_subquery().label("served_km"),
+                maintenance_schedules.c.interval_km, maintenance_schedules.c.interval_days,
+                maintenance_schedules.c.remind_before_km,
+                maintenance_schedules.c.remind_before_days,
+            )
+            .join(maintenance_schedules, maintenance_schedules.c.model == v.model)
+            .where(v.id > (after or 0))
+            .order_by(v.id)
+            .limit(limit)
+        )  # fmt: skip
+        params: dict[str, Any] = {"after": after or 0}
+        if dealer_id is not None:
+            query = query.where(visible_to_dealer("service"))
+            params.update(dealer_id=dealer_id, at=now_us())
+        with self._tx("read maintenance candidates") as conn:
+            return [dict(r._mapping) for r in conn.execute(query, params)]

@@ -40,6 +40,7 @@ __all__ = [
     "grants",
     "lead_events",
     "leads",
+    "maintenance_schedules",
     "metadata",
     "recall_vehicles",
     "recalls",
@@ -253,6 +254,17 @@ repair_orders = Table(
     Column("state", String, nullable=False),
     _us("opened_us"),
     _us("closed_us", nullable=True),
+    _version(),
+)
+
+maintenance_schedules = Table(
+    "crm_maintenance_schedules",
+    metadata,
+    Column("model", String, primary_key=True),
+    Column("interval_km", _FLOAT, nullable=True),
+    Column("interval_days", _FLOAT, nullable=True),
+    Column("remind_before_km", _FLOAT, nullable=False),
+    Column("remind_before_days", _FLOAT, nullable=False),
     _version(),
 )
 

@@ -11,10 +11,13 @@ from crm.domain import (
     ConsentTerm,
     GrantTerm,
     LeadState,
+    MaintenanceSchedule,
     RecallStatus,
+    Reminder,
     backoff_seconds,
     decide_access,
     lead_transition,
+    maintenance_reminder,
     recall_transition,
 )
 from crm.store import CrmStores
@@ -110,3 +113,21 @@ def test_backoff_doubles_up_to_its_cap() -> None:
     assert [backoff_seconds(n, 1.0, 5.0) for n in range(1, 6)] == [1, 2, 4, 5, 5]
     with pytest.raises(ValueError, match="from 1"):
         backoff_seconds(0, 1.0, 5.0)
+
+
+DAY = 86_400_000_000
+
+
+def test_a_reminder_comes_within_the_window_of_the_first_limit() -> None:
+    schedule = MaintenanceSchedule(15_000.0, 365.0, remind_before_km=1_000.0,
+                                   remind_before_days=30.0)  # fmt: skip
+
+    def due(km: float | None, days: float) -> Reminder | None:
+        return maintenance_reminder(schedule, last_service_us=0, last_service_km=10_000.0,
+                                    mileage_km=km, now_us=int(days * DAY))  # fmt: skip
+
+    assert due(20_000.0, 100) is None
+    assert due(24_100.0, 100) == Reminder("distance", 365 * DAY, 25_000.0, overdue=False)
+    assert due(25_000.0, 100) == Reminder("distance", 365 * DAY, 25_000.0, overdue=True)
+    assert due(None, 340) == Reminder("time", 365 * DAY, 25_000.0, overdue=False)
+    assert due(12_000.0, 366) == Reminder("time", 365 * DAY, 25_000.0, overdue=True)

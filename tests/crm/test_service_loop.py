@@ -149,3 +149,28 @@ def test_recall_status_moves_forward_with_if_match(client: TestClient, world: Wo
     other = client.patch(f"{path}/WVWZZZ1JZXW000077", json={"status": "notified"},
                          headers={**world.dealer, "If-Match": '"1"'})  # fmt: skip
     assert other.status_code == 404
+
+
+def test_maintenance_reminders_from_the_model_schedule(
+    client: TestClient, stores: CrmStores, world: World
+) -> None:
+    path = "/v1/maintenance-schedules/ID.4"
+    body = {"interval_km": 15_000.0, "interval_days": 3650, "remind_before_km": 500.0}
+    assert client.put(path, json=body, headers=world.dealer).status_code == 403
+    created_schedule = client.put(path, json=body, headers=world.admin)
+    assert created_schedule.status_code == 200
+    assert created_schedule.headers["ETag"] == '"1"'
+    assert client.put(path, json=body, headers=world.admin).status_code == 409
+    stale = client.put(path, json=body, headers={**world.admin, "If-Match": '"7"'})
+    assert stale.status_code == 412
+    # No mileage yet: nothing due.
+    assert world.get("/v1/reminders", world.dealer).json()["items"] == []
+    # Telemetry reports 15,012.5 km (a maintenance-due event carries the odometer).
+    LeadService(stores).on_event("acme", maintenance())
+    (reminder,) = world.get("/v1/reminders", world.dealer).json()["items"]
+    assert (reminder["vin"], reminder["by"], reminder["due_km"], reminder["overdue"]) == (
+        "WVWZZZ1JZXW000001", "distance", 15_000.0, True)  # fmt: skip
+    # Without the service grant the dealer gets no reminder for the vehicle.
+    assert world.post(f"/v1/grants/{world.grant_id}/end", world.admin).status_code == 200
+    assert world.get("/v1/reminders", world.dealer).json()["items"] == []
+    assert len(world.get("/v1/reminders", world.admin).json()["items"]) == 1

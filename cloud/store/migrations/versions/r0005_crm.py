@@ -23,9 +23,9 @@ depends_on = None
 _FLOAT = sa.Float(precision=53)
 _TABLES = (
     "crm_webhook_deliveries", "crm_webhooks", "crm_recall_vehicles", "crm_recalls",
-    "crm_repair_orders", "crm_appointments", "crm_lead_events", "crm_leads", "crm_audit_log",
-    "crm_api_keys", "crm_grants", "crm_consents", "crm_vehicle_parties", "crm_vehicles",
-    "crm_customers", "crm_service_centres", "crm_dealers",
+    "crm_maintenance_schedules", "crm_repair_orders", "crm_appointments", "crm_lead_events",
+    "crm_leads", "crm_audit_log", "crm_api_keys", "crm_grants", "crm_consents",
+    "crm_vehicle_parties", "crm_vehicles", "crm_customers", "crm_service_centres", "crm_dealers",
 )  # fmt: skip
 
 
@@ -203,6 +203,15 @@ def upgrade() -> None:
         _version(),
     )
     op.create_index("ix_crm_repair_orders_vehicle_id", "crm_repair_orders", ["vehicle_id"])
+    op.create_table(
+        "crm_maintenance_schedules",
+        sa.Column("model", sa.String(), primary_key=True),
+        sa.Column("interval_km", _FLOAT, nullable=True),
+        sa.Column("interval_days", _FLOAT, nullable=True),
+        sa.Column("remind_before_km", _FLOAT, nullable=False),
+        sa.Column("remind_before_days", _FLOAT, nullable=False),
+        _version(),
+    )
     op.create_table(
         "crm_recalls", _id(), _text("code", unique=True), _text("title"), _us("created_us")
     )
