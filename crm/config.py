@@ -29,6 +29,9 @@ class CrmSettings(BaseSettings):
     #: Signs the OAuth2 client-credentials tokens (HS256); at least 32 bytes.
     token_secret: SecretStr
     token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    #: Seconds a verified API key is trusted without reading its row again. A key
+    #: revoked through this process stops at once; through another, within this time.
+    key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     #: The longest page a list returns.
     max_page: int = Field(default=200, ge=1, le=1000)
     #: Attempts per webhook delivery before it becomes a dead letter.

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 
 from crm.api.deps import Services
 from crm.api.errors import install_error_handlers
+from crm.api.routes import audit as audit_routes
 from crm.api.routes import (
-    audit,
     consents,
     customers,
     dealers,
@@ -28,7 +28,9 @@ from crm.api.routes import (
     vehicles,
 )
 from crm.api.routes import webhooks as webhook_routes
+from crm.audit import AuditWriter
 from crm.config import CrmSettings
+from crm.keycache import KeyCache
 from crm.store import CrmStores
 from crm.webhooks import WebhookSender
 
@@ -49,6 +51,7 @@ def create_app(
 ) -> FastAPI:
     """The CRM app; ``deliver_webhooks=False`` leaves deliveries to the caller (tests)."""
     sender = WebhookSender(stores, settings)
+    audit_writer = AuditWriter(stores)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +64,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await sender.close()
+            # Every answer already waited for its audit row; this stops the thread.
+            await asyncio.to_thread(audit_writer.close)
 
     app = FastAPI(
         title="telehub CRM",
@@ -68,11 +73,13 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.services = Services(settings, stores, sender)
+    app.state.services = Services(
+        settings, stores, sender, audit_writer, KeyCache(settings.key_cache_seconds)
+    )
     install_error_handlers(app)
     for module in (
         system, dealers, customers, vehicles, consents, leads, maintenance, recalls,
-        webhook_routes, audit,
+        webhook_routes, audit_routes,
     ):  # fmt: skip
         app.include_router(module.router)
     return app

@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crm.api.errors import status_of
 from crm.api.schemas import parse_etag
+from crm.audit import AuditWriter
 from crm.auth import (
     KEY_PREFIX,
     Principal,
@@ -37,6 +38,7 @@ from crm.errors import (
     PreconditionRequired,
     Unauthenticated,
 )
+from crm.keycache import KeyCache
 from crm.store import CrmStore, CrmStores
 from crm.store.base import now_us
 from crm.webhooks import WebhookSender
@@ -62,6 +64,8 @@ class Services:
     settings: CrmSettings
     stores: CrmStores
     sender: WebhookSender
+    audit: AuditWriter
+    keys: KeyCache
 
     def wake_sender(self) -> None:
         self.sender.wake()
@@ -103,9 +107,14 @@ async def _principal(
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("this route needs an API key or an access token")
-    if not credentials.credentials.startswith(KEY_PREFIX):
-        return authenticate(services, credentials.credentials)  # a token: no IO
-    return await asyncio.to_thread(authenticate, services, credentials.credentials)
+    credential = credentials.credentials
+    if not credential.startswith(KEY_PREFIX):
+        return authenticate(services, credential)  # a token: no IO
+    principal = services.keys.get(credential)
+    if principal is None:
+        principal = await asyncio.to_thread(authenticate, services, credential)
+        services.keys.put(credential, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
@@ -114,7 +123,10 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 async def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
     # Always the caller's own tenant: no route takes a tenant from the request. The
     # store was opened when the caller's key was checked (a token's tenant may not be).
-    return await asyncio.to_thread(services.stores.store, principal.tenant)
+    store = services.stores.opened(principal.tenant)
+    if store is None:
+        store = await asyncio.to_thread(services.stores.store, principal.tenant)
+    return store
 
 
 StoreDep = Annotated[CrmStore, Depends(_store)]
@@ -149,7 +161,7 @@ class AuditTrail:
 
 
 async def _audit(
-    request: Request, principal: PrincipalDep, store: StoreDep
+    request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> AsyncIterator[AuditTrail]:
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
@@ -159,9 +171,9 @@ async def _audit(
     except CrmError as exc:
         status = status_of(exc)
         row = trail.row("denied" if status in (401, 403) else "error", status)
-        await asyncio.to_thread(store.write_audit, row)
+        await services.audit.write(principal.tenant, row)
         raise
-    await asyncio.to_thread(store.write_audit, trail.row("allowed", 200))
+    await services.audit.write(principal.tenant, trail.row("allowed", 200))
 
 
 AuditDep = Annotated[AuditTrail, Depends(_audit)]

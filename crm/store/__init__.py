@@ -40,6 +40,10 @@ class CrmStores:
     def tenants(self) -> list[str]:
         return self._registry.tenants
 
+    def opened(self, tenant: str) -> CrmStore | None:
+        """The tenant's store if it is open already (never blocks on IO)."""
+        return self._stores.get(tenant)
+
     def store(self, tenant: str) -> CrmStore:
         with self._lock:
             store = self._stores.get(tenant)

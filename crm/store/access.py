@@ -9,7 +9,7 @@ grant therefore drops a vehicle from the very next page served.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, insert, or_, select, update
@@ -122,9 +122,10 @@ class AccessStore(StoreBase):
 
     # ------------------------------------------------------------------ audit
 
-    def write_audit(self, entry: Mapping[str, Any]) -> None:
-        with self._tx("write audit row") as conn:
-            conn.execute(insert(audit_log).values(**entry))
+    def write_audit_rows(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Insert audit rows in one transaction."""
+        with self._tx("write audit rows") as conn:
+            conn.execute(insert(audit_log), [dict(entry) for entry in entries])
 
     def audit(
         self,

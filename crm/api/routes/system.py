@@ -105,7 +105,9 @@ def revoke_api_key(
     key_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,32}$")],
     principal: PrincipalDep,
     store: StoreDep,
+    services: ServicesDep,
     audit: AuditDep,
 ) -> None:
     require_admin(principal)
     store.revoke_api_key(key_id)
+    services.keys.forget(principal.tenant, key_id)
