@@ -12,6 +12,7 @@ delivered twice (at-least-once bus) opens at most one lead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloud.rules.events import Event, EventKind
@@ -44,8 +45,11 @@ def reason_of(event: Event) -> str:
 class LeadService:
     """Turns rule events into service leads in the event's tenant's store."""
 
-    def __init__(self, stores: CrmStores) -> None:
+    def __init__(self, stores: CrmStores, *, opened: Callable[[], None] | None = None) -> None:
+        """``opened`` is called after a lead was opened (its webhook delivery is queued):
+        in the CRM's process, ``WebhookSender.wake`` sends it at once."""
         self._stores = stores
+        self._opened = opened
 
     def on_event(self, tenant: str, event: Event) -> LeadResult:
         """Open or join a lead for ``event``; calling it again with the same event changes
@@ -66,6 +70,8 @@ class LeadService:
         except Conflict:
             # Another consumer recorded the same event id first: read its result.
             outcome, lead = store.open_lead_from_event(*args)
+        if outcome == LeadOutcome.OPENED and self._opened is not None:
+            self._opened()
         return LeadResult(outcome, _id(lead))
 
 

@@ -3,8 +3,9 @@
 ``start_crm`` binds (port 0 picks a free one), waits until uvicorn accepts
 connections and returns a ``CrmServer`` whose ``stop()`` shuts down
 gracefully: no new connections, open requests get ``grace_seconds`` to finish,
-then the app's lifespan ends (the webhook sender stops). ``serve`` runs until
-SIGINT/SIGTERM, which uvicorn turns into the same graceful stop.
+then the app's lifespan ends (the webhook sender stops, the audit writer
+drains). ``serve`` runs until SIGINT or SIGTERM, then makes the same stop and
+returns (the command exits 0).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -25,6 +28,18 @@ from crm.store import CrmStores
 __all__ = ["CrmServer", "serve", "start_crm"]
 
 _log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller decides what a signal means.
+
+    (uvicorn re-raises a signal it caught after its graceful stop, so a SIGTERM would
+    end the process as killed by it instead of exiting 0.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class CrmServer:
@@ -66,8 +81,8 @@ def _config(settings: CrmSettings, stores: CrmStores) -> uvicorn.Config:
 
 
 async def start_crm(settings: CrmSettings, stores: CrmStores) -> CrmServer:
-    """Serve in this loop until ``stop()`` (SIGINT/SIGTERM meanwhile stop it too)."""
-    server = uvicorn.Server(_config(settings, stores))
+    """Serve in this loop until ``stop()``."""
+    server = _Server(_config(settings, stores))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -78,8 +93,17 @@ async def start_crm(settings: CrmSettings, stores: CrmStores) -> CrmServer:
 
 
 async def serve(settings: CrmSettings, cloud: CloudSettings) -> None:
-    """Run until interrupted (SIGINT/SIGTERM stop gracefully)."""
+    """Run until SIGINT or SIGTERM, then stop gracefully and return."""
+    loop = asyncio.get_running_loop()
     with TenantRegistry(cloud) as registry:
-        server = uvicorn.Server(_config(settings, CrmStores(registry)))
-        _log.warning("CRM listening on %s", settings.listen)
-        await server.serve()
+        server = await start_crm(settings, CrmStores(registry))
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            _log.warning("CRM listening on %s", server.url)
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await server.stop()
