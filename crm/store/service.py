@@ -60,11 +60,13 @@ def _move(conn: Connection, lead: Row, target: LeadState) -> Row:
     return StoreBase._one(conn, leads, lead["id"], "lead")
 
 
-def _owned(row: Row, dealer_id: int | None, what: str) -> Row:
+def _owned(row: Row, dealer_id: int | None, what: str, what_id: int | None = None) -> Row:
+    """``row`` if it is ``dealer_id``'s (or the caller is an admin); else ``NotFound``
+    naming ``what`` (``what_id`` when the row is the lead behind it, e.g. an appointment)."""
     # Another dealer's lead is reported as absent, not as forbidden: its existence is
     # already information about someone else's customer.
     if dealer_id is not None and row["dealer_id"] != dealer_id:
-        raise NotFound(f"{what} {row['id']} does not exist")
+        raise NotFound(f"{what} {row['id'] if what_id is None else what_id} does not exist")
     return row
 
 
@@ -224,7 +226,8 @@ class ServiceStore(StoreBase):
         """Book one proposed slot; the lead's other slots are declined."""
         with self._tx("book appointment") as conn:
             slot = self._one(conn, appointments, appointment_id, "appointment")
-            lead = _owned(self._one(conn, leads, slot["lead_id"], "lead"), dealer_id, "appointment")
+            lead = self._one(conn, leads, slot["lead_id"], "lead")
+            _owned(lead, dealer_id, "appointment", appointment_id)
             if slot["state"] != "proposed":
                 raise Conflict(f"appointment {appointment_id} is {slot['state']}")
             _move(conn, lead, LeadState.BOOKED)
@@ -252,7 +255,8 @@ class ServiceStore(StoreBase):
         """The booked appointment becomes a repair order; the lead is in service."""
         with self._tx("open repair order") as conn:
             slot = self._one(conn, appointments, appointment_id, "appointment")
-            lead = _owned(self._one(conn, leads, slot["lead_id"], "lead"), dealer_id, "appointment")
+            lead = self._one(conn, leads, slot["lead_id"], "lead")
+            _owned(lead, dealer_id, "appointment", appointment_id)
             if slot["state"] != "booked":
                 raise Conflict(f"appointment {appointment_id} is {slot['state']}, not booked")
             _move(conn, lead, LeadState.IN_SERVICE)

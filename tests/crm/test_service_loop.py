@@ -127,6 +127,11 @@ def test_another_dealer_cannot_touch_the_lead(client: TestClient, stores: CrmSto
                        {"slots": [{"start": soon(60), "end": soon(120)}]})  # fmt: skip
     assert reply.status_code == 404
     assert world.get("/v1/leads", other.dealer).json()["items"] == []
+    slots = world.post(f"/v1/leads/{lead_id}/slots", world.dealer,
+                       {"slots": [{"start": soon(60), "end": soon(120)}]}).json()  # fmt: skip
+    stolen = world.post(f"/v1/appointments/{slots[0]['id']}/book", other.dealer)
+    assert stolen.status_code == 404
+    assert stolen.json()["error"]["message"] == f"appointment {slots[0]['id']} does not exist"
 
 
 def test_recall_status_moves_forward_with_if_match(client: TestClient, world: World) -> None:
