@@ -3,6 +3,7 @@ payloads, retries with backoff, a dead letter after the last attempt, replay on 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -10,14 +11,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from crm.config import CrmSettings
 from crm.leads import LeadService
+from crm.server import start_crm
 from crm.store import CrmStores
 from crm.webhooks import WebhookSender, sign
-from tests.crm.conftest import World, created
+from tests.crm.conftest import World, created, soon
 from tests.crm.test_service_loop import fault
 
 SECRET = "dealer-shared-secret-0123"
@@ -30,9 +33,16 @@ class Receiver:
     url: str = ""
     fail_first: int = 0
     seen: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.seen) < count:
+            self.arrived.clear()
+            await self.arrived.wait()
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append((time.monotonic(), dict(request.headers), await request.read()))
+        self.arrived.set()
         if len(self.seen) <= self.fail_first:
             return web.Response(status=503, text="down for maintenance")
         return web.Response(status=204)
@@ -132,3 +142,27 @@ def test_the_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
     body = b'{"a":1}'
     expected = hmac.new(b"k", b'17.{"a":1}', hashlib.sha256).hexdigest()
     assert sign("k", 17, body) == f"sha256={expected}"
+
+
+async def test_the_served_app_delivers_on_its_own_when_a_change_wakes_it(
+    stores: CrmStores, crm_settings: CrmSettings, world: World, receiver: Receiver
+) -> None:
+    subscribe(world, receiver.url)
+    lead = LeadService(stores).on_event("acme", fault())
+    server = await start_crm(crm_settings, stores)
+    try:
+        async with aiohttp.ClientSession(server.url, headers=world.dealer) as http:
+            async with http.post(f"/v1/leads/{lead.lead_id}/slots", json={"slots": [
+                {"start": soon(60), "end": soon(120)}]}) as reply:  # fmt: skip
+                slot = (await reply.json())[0]
+            # The booking queues appointment.booked and wakes the sender, which also
+            # finds the lead.opened queued before the server started.
+            async with http.post(f"/v1/appointments/{slot['id']}/book") as reply:
+                assert reply.status == 200
+            async with asyncio.timeout(5):
+                await receiver.wait_for(2)
+    finally:
+        await server.stop()
+    events = sorted(headers["X-Telehub-Event"] for _, headers, _ in receiver.seen)
+    assert events == ["appointment.booked", "lead.opened"]
+    assert all(verify(headers, body) for _, headers, body in receiver.seen)
