@@ -32,8 +32,6 @@ class CrmSettings(BaseSettings):
     #: Seconds a verified API key is trusted without reading its row again. A key
     #: revoked through this process stops at once; through another, within this time.
     key_cache_seconds: float = Field(default=2.0, ge=0, le=60)
-    #: The longest page a list returns.
-    max_page: int = Field(default=200, ge=1, le=1000)
     #: Attempts per webhook delivery before it becomes a dead letter.
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     #: Delay before the first retry; each further retry waits twice as long, up to the cap.
