@@ -1,4 +1,4 @@
-"""Composition root of the cloud: wires settings, tenant stores and the gateway.
+"""Composition root of the cloud: wires settings, tenant stores, the event bus and the gateway.
 
 ``serve`` is what ``telehub cloud serve`` runs; ``enroll`` is what an operator
 runs to admit a vehicle and hand its agent a credential.
@@ -16,6 +16,10 @@ from datetime import timedelta
 from cloud.auth import issue_token
 from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
+from cloud.events import EventBus, open_bus
+from cloud.retention import run_periodically
+from cloud.rules.worker import RulesWorker, configs_from_directory
+from cloud.rules_feed import RulesFeed
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
 
@@ -33,6 +37,10 @@ async def serve(
 ) -> None:
     """Run the gateway until SIGINT/SIGTERM or cancellation, then shut down gracefully.
 
+    The event bus (``settings.event_bus``) is opened first and closed last, so
+    the streams finishing in the grace period still publish their commits. The
+    rules run here too, fed from the bus (``cloud.rules_feed``): with NATS, the
+    gateway processes share that work.
     Running streams get ``settings.grace_seconds`` to finish; every tenant store
     is closed afterwards. ``on_started`` receives the running server (its port).
     """
@@ -47,24 +55,65 @@ async def serve(
             installed.append(signum)
     registry = TenantRegistry(settings)
     try:
-        server = await start_gateway(settings, registry)
+        bus = await open_bus(
+            settings.event_bus,
+            capacity=settings.event_bus_capacity,
+            max_deliver=settings.event_max_deliver,
+        )
         try:
-            logger.info(
-                "gateway listening on %s for tenants %s",
-                server.target,
-                ", ".join(registry.tenants) or "(none)",
-            )
-            if on_started is not None:
-                on_started(server)
-            await stop.wait()
-            logger.info("stopping the gateway")
+            await _serve_with(settings, registry, bus, stop, on_started)
         finally:
-            # Also on cancellation: the grace period still applies.
-            await server.stop(settings.grace_seconds)
+            await bus.close()
+            logger.info("event bus closed: %s", bus.counters)
     finally:
         registry.close()
         for signum in installed:
             loop.remove_signal_handler(signum)
+
+
+async def _serve_with(
+    settings: CloudSettings,
+    registry: TenantRegistry,
+    bus: EventBus,
+    stop: asyncio.Event,
+    on_started: Callable[[GatewayServer], None] | None,
+) -> None:
+    # The rules' consumers first: a consumer sees what is published after it exists.
+    rules = RulesFeed(
+        bus,
+        registry,
+        RulesWorker(configs_from_directory(settings.rules_dir) if settings.rules_dir else {}),
+        publish_attempts=settings.event_publish_attempts,
+    )
+    await rules.start(registry.tenants)
+    server = await start_gateway(settings, registry, bus=bus)
+    try:
+        logger.info(
+            "gateway listening on %s for tenants %s, event bus %s",
+            server.target,
+            ", ".join(registry.tenants) or "(none)",
+            settings.event_bus,
+        )
+        if on_started is not None:
+            on_started(server)
+        retention = asyncio.create_task(run_periodically(settings, registry), name="retention")
+        try:
+            await stop.wait()
+        finally:
+            retention.cancel()
+            await asyncio.wait([retention])
+        logger.info("stopping the gateway")
+    finally:
+        # Also on cancellation: the grace period still applies.
+        await server.stop(settings.grace_seconds)
+        notifier = server.notifier
+        logger.info(
+            "gateway on %s stopped after %d stream(s); %d commit(s) published, %d not",
+            server.target,
+            server.streams,
+            notifier.published if notifier is not None else 0,
+            notifier.failed if notifier is not None else 0,
+        )
 
 
 def enroll(

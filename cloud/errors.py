@@ -17,12 +17,20 @@
     ├── InvalidPlan          a collection-plan document (or consent) an operator wrote
     │                        that cannot be accepted; nothing was stored
     ├── UnknownBatch         a batch (vehicle, sequence) the tenant's store does not hold
+    ├── UnknownSignal        a signal (bus, message, name) the tenant's store does not know
     ├── StoreError           the tenant's database failed; nothing was committed
-    └── ListenError          the gateway cannot bind its address
+    ├── ListenError          the gateway cannot bind its address
+    └── EventBusError        the event bus failed (cloud.events)
+        ├── BusUnavailable   the bus cannot be reached or did not answer in time; retry
+        ├── BusFull          a stream or subscription holds as many unacknowledged
+        │                    messages as it may; retry once consumers caught up
+        ├── InvalidSubject   a tenant, subject, event kind or consumer name that
+        │                    cannot be used on the bus (a programming or config error)
+        └── MalformedEvent   bytes on the bus that are not an event this cloud knows
 
 Foreign exceptions are translated where they enter: ``SQLAlchemyError`` in the
-store, PyJWT errors in ``cloud.auth``. The gateway maps this tree to gRPC status
-codes in one helper.
+store, PyJWT errors in ``cloud.auth``, nats-py errors in ``cloud.events.jetstream``.
+The gateway maps this tree to gRPC status codes in one helper.
 """
 
 from __future__ import annotations
@@ -30,17 +38,23 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "BatchTooLarge",
+    "BusFull",
+    "BusUnavailable",
     "CloudError",
+    "EventBusError",
     "InvalidBatch",
     "InvalidHello",
     "InvalidPlan",
     "InvalidReport",
+    "InvalidSubject",
     "ListenError",
+    "MalformedEvent",
     "MalformedMessage",
     "NotPermitted",
     "ProtocolError",
     "StoreError",
     "UnknownBatch",
+    "UnknownSignal",
     "UnknownTenant",
     "UnknownVehicle",
 ]
@@ -103,9 +117,33 @@ class UnknownBatch(CloudError):
     """The tenant's store holds no batch of that sequence for the vehicle."""
 
 
+class UnknownSignal(CloudError):
+    """The tenant's store knows no signal of that bus, message and name."""
+
+
 class StoreError(CloudError):
     """The tenant's database failed; the operation was rolled back and may be retried."""
 
 
 class ListenError(CloudError):
     """The gateway cannot listen on the configured address."""
+
+
+class EventBusError(CloudError):
+    """The event bus failed; see the subclasses for what the caller can do."""
+
+
+class BusUnavailable(EventBusError):
+    """The bus cannot be reached, or it did not answer in time; the call may be retried."""
+
+
+class BusFull(EventBusError):
+    """The stream or subscription is at its bound of unacknowledged messages; nothing was added."""
+
+
+class InvalidSubject(EventBusError):
+    """A tenant, subject, event kind or consumer name the bus cannot carry safely."""
+
+
+class MalformedEvent(EventBusError):
+    """Bytes taken from the bus are not an event of a kind and version this cloud knows."""

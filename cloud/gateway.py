@@ -5,8 +5,9 @@ must start with a Hello naming the token's vehicle, then carries batches,
 fault-code reports, health and plan status (see ``cloud.session``). Each
 batch is validated and committed to the tenant's store before its Ack is
 sent, so an acknowledged batch is never lost; a resent batch is acknowledged
-as a duplicate and not stored twice. The cloud pushes the vehicle's plan and
-consent on the same stream.
+as a duplicate and not stored twice. With a ``CommitNotifier``, each commit is
+announced on the event bus before its Ack goes out (see ``cloud.session``).
+The cloud pushes the vehicle's plan and consent on the same stream.
 
 The session runs as its own task and hands its replies to the response
 stream through a small bounded queue, so reading the vehicle and pushing
@@ -47,6 +48,7 @@ from cloud.errors import (
     UnknownTenant,
     UnknownVehicle,
 )
+from cloud.events import CommitNotifier
 from cloud.session import VehicleSession
 from cloud.store import TenantRegistry
 from telehub.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -108,8 +110,12 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
         max_batch_samples: int,
         hub: ControlHub | None = None,
         control_poll_seconds: float = 5.0,
+        notifier: CommitNotifier | None = None,
     ) -> None:
         self._registry = registry
+        self._notifier = notifier
+        #: Streams opened on this servicer (authenticated or not).
+        self.streams = 0
         self._verifier = verifier
         self._max_batch_samples = max_batch_samples
         self._hub = hub
@@ -120,6 +126,7 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
         request_iterator: AsyncIterator[telemetry_pb2.VehicleMessage],
         context: Context,
     ) -> AsyncIterator[telemetry_pb2.CloudMessage]:
+        self.streams += 1
         try:
             identity = self._authenticate(context)
         except AuthError as exc:
@@ -133,6 +140,7 @@ class TelemetryGatewayServicer(telemetry_pb2_grpc.TelemetryGatewayServicer):
             hub=self._hub,
             max_batch_samples=self._max_batch_samples,
             control_poll_seconds=self._control_poll_seconds,
+            notifier=self._notifier,
         )
         task = asyncio.create_task(
             _run(session, _parsed(request_iterator), replies),

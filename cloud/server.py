@@ -26,6 +26,7 @@ from cloud.auth import TokenVerifier
 from cloud.config import CloudSettings
 from cloud.control import ControlHub, ControlPoller, ControlService
 from cloud.errors import ListenError
+from cloud.events import CommitNotifier, EventBus
 from cloud.gateway import TelemetryGatewayServicer
 from cloud.store import TenantRegistry
 from telehub.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -48,8 +49,12 @@ class GatewayServer:
         target: str,
         control: ControlService,
         poller: asyncio.Task[None] | None = None,
+        notifier: CommitNotifier | None = None,
+        servicer: TelemetryGatewayServicer | None = None,
     ) -> None:
+        self._servicer = servicer
         self._server = server
+        self._notifier = notifier
         self._health = health_servicer
         self._target = target
         self._control = control
@@ -71,6 +76,16 @@ class GatewayServer:
     def control(self) -> ControlService:
         """Sets plans and consent; this server's live sessions hear of it at once."""
         return self._control
+
+    @property
+    def streams(self) -> int:
+        """Vehicle streams this server opened since it started."""
+        return self._servicer.streams if self._servicer is not None else 0
+
+    @property
+    def notifier(self) -> CommitNotifier | None:
+        """Publishes commits to the event bus and counts failures; ``None`` without a bus."""
+        return self._notifier
 
     @property
     def stopped(self) -> bool:
@@ -114,11 +129,14 @@ async def start_gateway(
     *,
     verifier: TokenVerifier | None = None,
     hub: ControlHub | None = None,
+    bus: EventBus | None = None,
 ) -> GatewayServer:
     """Bind ``settings.listen`` and start serving; the registry stays the caller's to close.
 
     ``hub`` connects control changes to the live sessions; by default the server
-    has its own (reach it through ``GatewayServer.control``).
+    has its own (reach it through ``GatewayServer.control``). With a ``bus``
+    (the caller's to close, after the server), every committed batch and fault
+    report is published on it; ``GatewayServer.notifier`` counts what was not.
     """
     hub = hub if hub is not None else ControlHub()
     server = grpc.aio.server(
@@ -134,12 +152,16 @@ async def start_gateway(
             ("grpc.keepalive_timeout_ms", 20_000),
         ],
     )
+    notifier = (
+        CommitNotifier(bus, attempts=settings.event_publish_attempts) if bus is not None else None
+    )
     servicer = TelemetryGatewayServicer(
         registry,
         verifier if verifier is not None else TokenVerifier(settings.token_secrets()),
         max_batch_samples=settings.max_batch_samples,
         hub=hub,
         control_poll_seconds=settings.control_poll_seconds,
+        notifier=notifier,
     )
     telemetry_pb2_grpc.add_TelemetryGatewayServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
@@ -161,6 +183,8 @@ async def start_gateway(
         _dial_target(settings.listen, port),
         ControlService(registry, hub),
         asyncio.create_task(poller.run(), name="control-poller"),
+        notifier,
+        servicer,
     )
 
 

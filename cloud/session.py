@@ -13,6 +13,12 @@
   the newest version is ever sent. Store failures here are logged and counted
   and retried at the next wake-up: the data path decides the stream's fate.
 
+Between the commit and the Ack (or ReportAck) the ``CommitNotifier``, when
+there is one, publishes ``BatchCommitted`` (``FaultsCommitted``) on the event
+bus, for a resent duplicate too: a gateway killed after the commit but before
+the publish never acked, so the car's resend publishes it then. A publish
+that fails is counted by the notifier and never holds the Ack back.
+
 Both put replies into the gateway's bounded reply queue (``send``); a slow
 vehicle thus slows its own reader down instead of growing a queue. When the
 vehicle closes its side, the reader ends and the pusher is cancelled.
@@ -42,6 +48,7 @@ from cloud.errors import (
     StoreError,
     UnknownVehicle,
 )
+from cloud.events import BatchCommitted, CommitNotifier, FaultChange, FaultsCommitted
 from cloud.plans import parse_plan
 from cloud.store import TenantRegistry, TenantStore
 from cloud.wire import (
@@ -74,8 +81,10 @@ class VehicleSession:
         hub: ControlHub | None,
         max_batch_samples: int,
         control_poll_seconds: float,
+        notifier: CommitNotifier | None = None,
     ) -> None:
         self.identity = identity
+        self._notifier = notifier
         self._registry = registry
         self._send = send
         self._hub = hub
@@ -156,9 +165,11 @@ class VehicleSession:
             kind = message.WhichOneof("body")
             if kind == "batch":
                 self.in_flight = message.batch.sequence
-                result = await asyncio.to_thread(
+                result, committed = await asyncio.to_thread(
                     self._store_batch, store, catalog_id, catalog, message.batch
                 )
+                if self._notifier is not None:
+                    await self._notifier.notify(committed)
                 await self._send(
                     telemetry_pb2.CloudMessage(
                         ack=telemetry_pb2.Ack(
@@ -175,6 +186,26 @@ class VehicleSession:
                     store.store_fault_report, vehicle_id, report_id, codes
                 )
                 logger.debug("%s: fault report %d, %d new codes", self._name, report_id, new)
+                if self._notifier is not None:
+                    await self._notifier.notify(
+                        FaultsCommitted(
+                            tenant=self.identity.tenant,
+                            vehicle_id=vehicle_id,
+                            report_id=report_id,
+                            codes=tuple(
+                                FaultChange(
+                                    code=code.code,
+                                    state=code.state.value,
+                                    protocol=code.protocol,
+                                    bus=code.bus,
+                                    source=code.source,
+                                    ts_us=code.ts_us,
+                                )
+                                for code in codes
+                            ),
+                            new=new,
+                        )
+                    )
                 await self._send(
                     telemetry_pb2.CloudMessage(
                         report_ack=telemetry_pb2.ReportAck(report_id=report_id)
@@ -206,7 +237,7 @@ class VehicleSession:
         catalog_id: int,
         catalog: CatalogMap,
         batch: telemetry_pb2.TelemetryBatch,
-    ) -> IngestResult:
+    ) -> tuple[IngestResult, BatchCommitted]:
         # Runs in a worker thread: decoding a large batch is CPU work the event
         # loop should not wait for either.
         decoded = decode_batch(
@@ -215,13 +246,23 @@ class VehicleSession:
             signal_ids=catalog.signal_ids,
             max_samples=self._max_batch_samples,
         )
-        return store.ingest(
+        result = store.ingest(
             self.identity.vehicle_id,
             batch.sequence,
             decoded.samples,
             evictions=decoded.evictions,
             triggers=decoded.triggers,
         )
+        times = decoded.samples.ts_us
+        committed = BatchCommitted(
+            tenant=self.identity.tenant,
+            vehicle_id=self.identity.vehicle_id,
+            sequence=batch.sequence,
+            samples=len(decoded.samples),
+            first_ts_us=min(times, default=0),
+            last_ts_us=max(times, default=0),
+        )
+        return result, committed
 
     # ------------------------------------------------------------------ cloud -> vehicle
 
@@ -281,13 +322,13 @@ def _open_session(
     catalog_id: int,
     signals: Sequence[SignalDef],
 ) -> tuple[CatalogMap, int]:
-    """Everything a hello needs from the store, in one worker-thread hop."""
-    if not store.is_enrolled(identity.vehicle_id):
+    """Everything a hello needs from the store, in one worker-thread hop and one transaction."""
+    try:
+        return store.open_session(identity.vehicle_id, agent_version, catalog_id, signals)
+    except UnknownVehicle:
         raise UnknownVehicle(
             f"vehicle {identity.vehicle_id!r} is not enrolled in tenant {identity.tenant!r}"
-        )
-    catalog = store.register_catalog(identity.vehicle_id, agent_version, catalog_id, signals)
-    return catalog, store.last_sequence(identity.vehicle_id)
+        ) from None
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -25,6 +25,9 @@ import math
 from collections.abc import Mapping
 from itertools import accumulate, islice
 
+import numpy as np
+import numpy.typing as npt
+
 from cloud.domain import (
     Consent,
     DecodedBatch,
@@ -148,36 +151,63 @@ def decode_batch(
             sequence=sequence,
         )
 
-    try:
-        ids = list(map(signal_ids.__getitem__, batch.signal_index))
-    except KeyError as exc:
+    # The columns through numpy: a repeated field hands numpy its values at C
+    # speed (~5 µs for 5,000), where a Python pass over them costs ~1 ms.
+    index = np.array(batch.signal_index, dtype=np.int64)
+    ids = _signal_ids(index, signal_ids, sequence)
+    times = _times(batch, sequence)
+    values = np.array(batch.value, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        position = int(np.argmin(finite))
         raise InvalidBatch(
-            f"batch {sequence} refers to signal index {exc.args[0]}, which is not in the catalog",
+            f"batch {sequence} has a non-finite value ({float(values[position])}) "
+            f"at position {position}",
             sequence=sequence,
-        ) from None
+        )
+    return DecodedBatch(
+        samples=SampleColumns(signal_ids=ids, ts_us=times, values=values.tolist()),
+        evictions=_evictions(batch, signal_ids),
+        triggers=_triggers(batch),
+    )
 
-    # time[i] = base + delta[0] + ... + delta[i]
-    times = list(islice(accumulate(batch.time_delta_us, initial=batch.base_time_us), 1, None))
+
+def _signal_ids(
+    index: npt.NDArray[np.int64], signal_ids: Mapping[int, int], sequence: int
+) -> list[int]:
+    """The store's signal id of each catalog index; InvalidBatch names the first unknown one."""
+    known = np.fromiter(signal_ids.keys(), dtype=np.int64, count=len(signal_ids))
+    table = np.full(int(known.max()) + 1 if len(known) else 0, -1, dtype=np.int64)
+    table[known] = np.fromiter(signal_ids.values(), dtype=np.int64, count=len(signal_ids))
+    # A sentinel -1 at the end: every index past the catalog's lands there.
+    table = np.append(table, -1)
+    ids = table[np.minimum(index, len(table) - 1)]
+    unknown = ids < 0
+    if unknown.any():
+        first = int(index[np.argmax(unknown)])
+        raise InvalidBatch(
+            f"batch {sequence} refers to signal index {first}, which is not in the catalog",
+            sequence=sequence,
+        )
+    result: list[int] = ids.tolist()
+    return result
+
+
+def _times(batch: telemetry_pb2.TelemetryBatch, sequence: int) -> list[int]:
+    """time[i] = base + delta[0] + ... + delta[i], each within the 64-bit range."""
+    deltas = np.array(batch.time_delta_us, dtype=np.int64)
+    base = batch.base_time_us
+    # No partial sum can leave int64 when the magnitudes add up below 2**62;
+    # otherwise (never from a real agent) the exact Python sums decide.
+    if abs(base) + float(np.abs(deltas.astype(np.float64)).sum()) < 2.0**62:
+        exact: list[int] = (base + np.cumsum(deltas)).tolist()
+        return exact
+    times = list(islice(accumulate(batch.time_delta_us, initial=base), 1, None))
     if times and (min(times) < _I64_MIN or max(times) > _I64_MAX):
         raise InvalidBatch(
             f"batch {sequence} has timestamps outside the 64-bit range", sequence=sequence
         )
-
-    values = list(batch.value)
-    if not math.isfinite(sum(values)):
-        # A finite sum proves every value finite; a non-finite one may still be a
-        # mere overflow of large values, so look for the culprit before refusing.
-        for position, value in enumerate(values):
-            if not math.isfinite(value):
-                raise InvalidBatch(
-                    f"batch {sequence} has a non-finite value ({value}) at position {position}",
-                    sequence=sequence,
-                )
-    return DecodedBatch(
-        samples=SampleColumns(signal_ids=ids, ts_us=times, values=values),
-        evictions=_evictions(batch, signal_ids),
-        triggers=_triggers(batch),
-    )
+    return times
 
 
 def _evictions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
+
+
+def service_absent(reason: str) -> None:
+    """Skip the test for a service that is not there; fail it in CI.
+
+    TELEHUB_REQUIRE_SERVICES=1 (set by .ci/run, which starts the services) turns
+    the skip into a failure, so CI never passes by skipping.
+    """
+    if os.environ.get("TELEHUB_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -37,16 +49,32 @@ def postgres_url() -> Iterator[str]:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except SQLAlchemyError as exc:
         admin.dispose()
-        reason = f"PostgreSQL not reachable at {base.render_as_string()}: {exc.__cause__ or exc}"
-        if os.environ.get("TELEHUB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        service_absent(
+            f"PostgreSQL not reachable at {base.render_as_string()}: {exc.__cause__ or exc}"
+        )
     try:
         yield base.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """URL of the NATS server (with JetStream) the bus tests use.
+
+    Skips when nothing listens there, unless TELEHUB_REQUIRE_SERVICES=1 (CI).
+    Tests keep to streams of their own (unique tenant names) and delete them.
+    """
+    url = os.environ.get("TELEHUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    host, _, port = url.removeprefix("nats://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        service_absent(f"NATS not reachable at {url}: {exc}")
+    return url
 
 
 # ---------------------------------------------------------------- a cloud on loopback

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ from cloud.config import CloudSettings
 from cloud.control import ControlService
 from cloud.domain import FaultEntry, Purpose
 from cloud.errors import InvalidPlan
+from cloud.retention import enforce_retention
 from cloud.store import TenantRegistry, TenantStore
+from tools.workers import run_workers
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = cloud_sub.add_parser("serve", help="run the gRPC gateway until interrupted")
     _common(s)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="gateway processes sharing the address, the stores and the event bus (default 1)",
+    )
     s.set_defaults(handler=_serve)
 
     e = cloud_sub.add_parser("enroll", help="enroll a vehicle in a tenant and print its token")
@@ -73,6 +83,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _vehicle_args(h)
     h.set_defaults(handler=_health)
 
+    r = cloud_sub.add_parser(
+        "retention",
+        help="enforce each tenant's retention policy now (raw samples to minutes, expiry)",
+    )
+    r.add_argument("--data-dir", type=Path, help="folder of the default SQLite tenant stores")
+    r.add_argument("--tenant", action="append", help="only this tenant (repeat for several)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(handler=_retention)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", help="host:port to listen on (default from TELEHUB_LISTEN)")
@@ -94,9 +113,35 @@ def _settings(args: argparse.Namespace) -> CloudSettings:
     return CloudSettings(**overrides)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
-    asyncio.run(serve(_settings(args)))
-    return 0
+    settings = _settings(args)
+    if args.workers == 1:
+        # One line on stdout once the port is bound (the port picked for :0), for
+        # people, scripts and the --workers supervisor, which waits for it.
+        asyncio.run(
+            serve(
+                settings,
+                on_started=lambda server: print(f"listening on {server.target}", flush=True),
+            )
+        )
+        return 0
+    return asyncio.run(
+        run_workers(
+            settings,
+            args.workers,
+            verbose=getattr(args, "verbose", 0),
+            on_listening=lambda listen: print(
+                f"{args.workers} gateway workers listening on {listen}", flush=True
+            ),
+        )
+    )
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -235,3 +280,25 @@ def _from_us(ts_us: int) -> datetime | None:
 
 def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.isoformat(timespec="seconds")
+
+
+def _retention(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with TenantRegistry(settings) as registry:
+        reports = enforce_retention(settings, registry, tenants=args.tenant)
+    failed = 1 if any(r.error is not None for r in reports) else 0
+    if args.json:
+        print(json.dumps({"tenants": [dataclasses.asdict(r) for r in reports]}, indent=2))
+        return failed
+    for r in reports:
+        if r.error is not None:
+            print(f"{r.tenant}: failed: {r.error}")
+            continue
+        kept = [k for k, v in r.cutoffs.items() if v is None]
+        print(
+            f"{r.tenant}: {r.samples_expired:,} raw samples folded into {r.minutes_merged:,} "
+            f"minutes; expired {r.aggregates_expired:,} minutes, {r.events_expired:,} events, "
+            f"{r.trips_expired:,} trips ({r.seconds:.2f} s)"
+            + (f"; kept for ever: {', '.join(kept)}" if kept else "")
+        )
+    return failed

@@ -9,42 +9,53 @@ Rows are written with Core statements (no ORM objects per sample), and every
 This module holds vehicles and their catalogs; telemetry lives in
 ``cloud.store.telemetry``, plans and consent in ``cloud.store.control``,
 fault codes and health in ``cloud.store.diagnostics``, events, trips, idle
-time and health scores in ``cloud.store.rules``.
+time and health scores in ``cloud.store.rules``, expiry and the per-minute
+history in ``cloud.store.retention``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, select, update
+from sqlalchemy import Connection, Engine, delete, exists, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloud.domain import AGENT_DEFAULT_PURPOSES, CatalogMap, Purpose, SignalDef
-from cloud.errors import StoreError
+from cloud.errors import StoreError, UnknownVehicle
 from cloud.store.base import describe, now, require_vehicle, table, vehicle_pk
 from cloud.store.control import ControlStore
 from cloud.store.diagnostics import DiagnosticsStore
 from cloud.store.dialect import create_tenant_engine, insert_ignoring_conflicts
-from cloud.store.models import Signal, Vehicle, VehicleSignal, to_signed64
+from cloud.store.models import Batch, Signal, Vehicle, VehicleSignal, to_signed64
+from cloud.store.retention import RetentionStore
 from cloud.store.rules import RulesStore
 from cloud.store.schema import upgrade_schema
 from cloud.store.telemetry import TelemetryStore
 
 __all__ = ["TenantStore"]
 
+#: A catalog by its signals: (index, bus, message, name) of each.
+_CatalogKey = tuple[tuple[int, str, str, str], ...]
+#: Catalog maps a store keeps in memory (one per car model and agent release).
+_CATALOG_MAPS = 256
+
 _SIGNALS = table(Signal)
 _VEHICLES = table(Vehicle)
 _VEHICLE_SIGNALS = table(VehicleSignal)
 
 
-class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore):
-    """All one tenant stores: vehicles, catalogs, telemetry, control, diagnostics, rule results."""
+class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore, RetentionStore):
+    """All one tenant stores: vehicles, catalogs, telemetry, control, diagnostics, rules."""
 
     def __init__(
         self, engine: Engine, *, default_consent: frozenset[Purpose] = AGENT_DEFAULT_PURPOSES
     ) -> None:
         super().__init__(engine, default_consent=default_consent)
+        # Catalog maps by their signals (see open_session); a few models' worth.
+        self._catalog_maps: dict[_CatalogKey, dict[int, int]] = {}
+        self._catalog_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -105,39 +116,48 @@ class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore):
         vehicle's own catalog (``vehicle_signals``) is rewritten only when its
         catalog id changed, so a reconnect costs no more than before.
         """
+        return self.open_session(vehicle_id, agent_version, catalog_id, signals)[0]
+
+    def open_session(
+        self,
+        vehicle_id: str,
+        agent_version: str,
+        catalog_id: int,
+        signals: Sequence[SignalDef],
+    ) -> tuple[CatalogMap, int]:
+        """Everything a hello needs in one transaction: the catalog map and the last sequence.
+
+        Registers the catalog as :meth:`register_catalog` says. A catalog this
+        store mapped before (the same signals at the same indices, as every car
+        of a model sends) is not looked up again: signal ids never change, so
+        its map is kept in memory, keyed by the signals themselves, not by the
+        catalog id the car claims. Raises ``UnknownVehicle`` for a vehicle that
+        is not enrolled.
+        """
         signed_catalog = to_signed64(catalog_id)
-        seen_at = now()
+        key = tuple((s.index, s.bus, s.message, s.name) for s in signals)
+        mapping = self._catalog_maps.get(key)
         with self._connection("register catalog") as conn:
             # Locked: two streams of one vehicle saying hello at once would
             # otherwise both rewrite its catalog (and clash on its primary key).
-            pk = require_vehicle(conn, vehicle_id, for_update=True)
-            previous = conn.execute(
-                select(Vehicle.catalog_id).where(Vehicle.id == pk)
-            ).scalar_one_or_none()
-            if signals:
-                # In key order, so two agents registering overlapping catalogs at
-                # once take the unique-index locks in one order (no deadlock).
-                rows = sorted(
-                    (_signal_row(signal) for signal in signals),
-                    key=lambda row: (row["bus"], row["message"], row["name"]),
-                )
-                conn.execute(insert_ignoring_conflicts(self._engine, _SIGNALS), rows)
-            buses = sorted({signal.bus for signal in signals})
-            known = {
-                (bus, message, name): signal_id
-                for signal_id, bus, message, name in conn.execute(
-                    select(Signal.id, Signal.bus, Signal.message, Signal.name).where(
-                        Signal.bus.in_(buses)
-                    )
-                )
-            }
-            mapping = {
-                signal.index: known[(signal.bus, signal.message, signal.name)] for signal in signals
-            }
-            recorded = conn.execute(
-                select(exists().where(VehicleSignal.vehicle_id == pk))
-            ).scalar_one()
-            if previous != signed_catalog or (mapping and not recorded):
+            row = conn.execute(
+                select(Vehicle.id, Vehicle.catalog_id)
+                .where(Vehicle.vehicle_id == vehicle_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise UnknownVehicle(f"vehicle {vehicle_id!r} is not enrolled")
+            pk, previous = row
+            fresh = mapping is None
+            if mapping is None:
+                mapping = self._map_signals(conn, signals)
+            rewrite = previous != signed_catalog or (
+                bool(mapping)
+                and not conn.execute(
+                    select(exists().where(VehicleSignal.vehicle_id == pk))
+                ).scalar_one()
+            )
+            if rewrite:
                 conn.execute(delete(VehicleSignal).where(VehicleSignal.vehicle_id == pk))
                 if mapping:
                     conn.execute(
@@ -147,15 +167,46 @@ class TenantStore(ControlStore, TelemetryStore, DiagnosticsStore, RulesStore):
                             for sid in sorted(set(mapping.values()))
                         ],
                     )
+            last = conn.execute(
+                select(func.max(Batch.sequence)).where(Batch.vehicle_id == pk)
+            ).scalar_one_or_none()
             conn.execute(
                 update(Vehicle)
                 .where(Vehicle.id == pk)
-                .values(
-                    agent_version=agent_version, catalog_id=signed_catalog, last_seen_at=seen_at
-                )
+                .values(agent_version=agent_version, catalog_id=signed_catalog, last_seen_at=now())
             )
             conn.commit()
-        return CatalogMap(mapping)
+        if fresh:
+            self._remember(key, mapping)
+        return CatalogMap(mapping), int(last or 0)
+
+    def _map_signals(self, conn: Connection, signals: Sequence[SignalDef]) -> dict[int, int]:
+        if signals:
+            # In key order, so two agents registering overlapping catalogs at
+            # once take the unique-index locks in one order (no deadlock).
+            rows = sorted(
+                (_signal_row(signal) for signal in signals),
+                key=lambda row: (row["bus"], row["message"], row["name"]),
+            )
+            conn.execute(insert_ignoring_conflicts(self._engine, _SIGNALS), rows)
+        buses = sorted({signal.bus for signal in signals})
+        known = {
+            (bus, message, name): signal_id
+            for signal_id, bus, message, name in conn.execute(
+                select(Signal.id, Signal.bus, Signal.message, Signal.name).where(
+                    Signal.bus.in_(buses)
+                )
+            )
+        }
+        return {s.index: known[(s.bus, s.message, s.name)] for s in signals}
+
+    def _remember(
+        self, key: tuple[tuple[int, str, str, str], ...], mapping: dict[int, int]
+    ) -> None:
+        with self._catalog_lock:
+            if len(self._catalog_maps) >= _CATALOG_MAPS:
+                self._catalog_maps.pop(next(iter(self._catalog_maps)))  # the oldest
+            self._catalog_maps[key] = mapping
 
     def vehicle_catalog(self, vehicle_id: str) -> list[tuple[str, str, str]] | None:
         """(bus, message, name) of every signal the vehicle decodes, as of its last hello.

@@ -97,3 +97,24 @@ def test_default_consent_and_control_poll(monkeypatch: pytest.MonkeyPatch) -> No
         CloudSettings(control_poll_seconds=0)
     with pytest.raises(ValidationError, match="default_consent"):
         CloudSettings.model_validate({"default_consent": ["advertising"]})
+
+
+def test_the_event_bus_is_in_process_by_default_or_a_nats_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TELEHUB_EVENT_BUS", raising=False)
+    assert CloudSettings().event_bus == "memory"
+    monkeypatch.setenv("TELEHUB_EVENT_BUS", "nats://127.0.0.1:4222")
+    monkeypatch.setenv("TELEHUB_EVENT_BUS_CAPACITY", "5000")
+    settings = CloudSettings()
+    assert (settings.event_bus, settings.event_bus_capacity) == ("nats://127.0.0.1:4222", 5000)
+    assert CloudSettings(event_bus="tls://[::1]:4443").event_bus == "tls://[::1]:4443"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["nats", "nats://127.0.0.1", "http://127.0.0.1:4222", "nats://127.0.0.1:99999", "Memory"],
+)
+def test_an_event_bus_that_is_neither_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="event_bus"):
+        CloudSettings(event_bus=value)

@@ -85,6 +85,21 @@ def test_catalog_id_is_stored_signed_and_read_back_unsigned(
     assert to_unsigned64(stored) == CATALOG_ID
 
 
+def test_a_session_opens_with_the_catalog_map_and_the_last_sequence(
+    store: TenantStore, catalog: CatalogMap
+) -> None:
+    store.ingest(CAR, 7, SampleColumns([catalog.signal_ids[0]], [1], [1.0]))
+    assert store.open_session(CAR, "agent/1.0", CATALOG_ID, SIGNALS) == (catalog, 7)
+    # Another car of the same model: the map kept in memory, its own catalog rows written.
+    store.enroll_vehicle("car-2")
+    assert store.open_session("car-2", "agent/1.0", CATALOG_ID, SIGNALS) == (catalog, 0)
+    assert store.vehicle_catalog("car-2") == store.vehicle_catalog(CAR)
+    # The same claimed catalog id with other signals is mapped by its signals, not the id.
+    swapped = [SignalDef(0, s.bus, s.message, s.name) for s in SIGNALS[1:2]]
+    other, _ = store.open_session("car-2", "agent/1.0", CATALOG_ID, swapped)
+    assert other.signal_ids == {0: catalog.signal_ids[SIGNALS[1].index]}
+
+
 def test_unknown_vehicle_cannot_register_or_ingest(store: TenantStore) -> None:
     with pytest.raises(UnknownVehicle, match="'ghost' is not enrolled"):
         store.register_catalog("ghost", "x", 1, SIGNALS)

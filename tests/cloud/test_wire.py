@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cloud.domain import Eviction, FaultState, PlanReport, TriggerMark
+from cloud.domain import DecodedBatch, Eviction, FaultState, PlanReport, TriggerMark
 from cloud.errors import BatchTooLarge, InvalidBatch, InvalidHello, InvalidReport
 from cloud.wire import (
     catalog_from_hello,
@@ -21,7 +21,7 @@ from tests.cloud.messages import CATALOG_ID, batch, dm1, fault_report, health, h
 SIGNAL_IDS = {0: 10, 1: 11, 2: 12, 7: 17}
 
 
-def _decode(message: telemetry_pb2.VehicleMessage, *, max_samples: int = 100) -> object:
+def _decode(message: telemetry_pb2.VehicleMessage, *, max_samples: int = 100) -> DecodedBatch:
     return decode_batch(
         message.batch, catalog_id=CATALOG_ID, signal_ids=SIGNAL_IDS, max_samples=max_samples
     )
@@ -169,3 +169,33 @@ def test_plan_status_decoding() -> None:
     assert decode_plan_status(telemetry_pb2.PlanStatus()).state == "unspecified"
     with pytest.raises(InvalidReport, match="rejected_version 18446744073709551615"):
         decode_plan_status(plan_status(1, rejected_version=2**64 - 1).plan_status)
+
+
+@pytest.mark.parametrize(
+    ("base", "deltas"),
+    [
+        (1_700_000_000_000_000, [0, 5, -3, 1_000_000, -999_999]),  # the usual: numpy's sums
+        (-(2**62), [2**62 - 1, 2**62, -(2**62), 1]),  # near the edge: exact Python sums
+        (2**63 - 10, [-(2**63) + 10, 2**63 - 1]),  # wide swings that end in range
+    ],
+)
+def test_times_are_exact_sums_of_the_deltas(base: int, deltas: list[int]) -> None:
+    message = _raw_batch(
+        base_time_us=base,
+        signal_index=[7, 2, 0, 1, 7][: len(deltas)],
+        time_delta_us=deltas,
+        value=[0.5] * len(deltas),
+    )
+    samples = _decode(message).samples
+    expected, t = [], base
+    for delta in deltas:
+        t += delta
+        expected.append(t)
+    assert list(samples.ts_us) == expected
+    assert list(samples.signal_ids) == [SIGNAL_IDS[i] for i in [7, 2, 0, 1, 7][: len(deltas)]]
+
+
+def test_an_index_between_known_ones_is_refused() -> None:
+    message = batch(3, [(0, 1, 1.0), (7, 2, 1.0), (4, 3, 1.0)])  # 4: a gap in the catalog
+    with pytest.raises(InvalidBatch, match="signal index 4, which is not in the catalog"):
+        _decode(message)

@@ -111,6 +111,17 @@ def test_wide_parquet_directory_equals_cantools(
     assert schema.field("Speed").metadata == {b"unit": b"km/h"}
     assert str(schema.field("Gear").type) == "int64"
     assert not list(out.glob(".*partial"))
+    # Columns every decoded frame fills are declared without nulls; channels
+    # (None in some logs) and multiplexed signals may have them.
+    nullable = {f.name: f.nullable for f in pq.read_schema(out / "Muxed.parquet")}
+    assert nullable == {
+        "timestamp": False,
+        "channel": True,
+        "Mux": False,
+        "Temp": True,
+        "Volt": True,
+    }
+    assert not any(schema.field(name).nullable for name in ("timestamp", "Speed", "Gear"))
 
 
 def test_wide_with_labels_and_raw_values(
@@ -143,6 +154,15 @@ def test_long_parquet_is_in_log_order(
     ]
     assert got == want
     assert summary["samples"] == len(want)
+    nullable = {f.name: f.nullable for f in pq.read_schema(out)}
+    assert nullable == {
+        "timestamp": False,
+        "channel": True,
+        "message": False,
+        "signal": False,
+        "value": False,
+        "label": True,
+    }
 
 
 def test_csv_wide_and_long(

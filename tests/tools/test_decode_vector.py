@@ -163,6 +163,10 @@ def assert_engine_equals_cantools(
         scaling=scaling,
     )
     assert_same_records(flatten(batches), expected.records)
+    for _, batch in batches:
+        for column in batch.columns:
+            # A signal promised in every frame (a Parquet column without nulls) is in every frame.
+            assert column.signal.optional or column.valid is None or column.valid.all()
     counts = decoder.counts
     assert counts.decode_errors == expected.decode_errors
     assert counts.unknown_ids == expected.unknown

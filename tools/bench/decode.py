@@ -19,7 +19,8 @@ of decoding that log with the same DBC:
 
 In-process paths are timed with ``time.process_time()`` (all threads) and wall
 time, after ``gc.collect()``; the order of the paths rotates from repeat to
-repeat, and each path first runs once untimed on a small log (imports, caches).
+repeat, and each path first runs once untimed on a small log (imports, caches;
+and what a fast reader loads for large logs only, the candump scanner's numba).
 Figures are frames read per CPU-second, medians of ``--repeats``; ratios are
 medians of the per-repeat ratios. Every path also reports how many frames it
 decoded (the run fails when they disagree for the same frames) and its peak
@@ -69,6 +70,7 @@ from tools.bench.decoders import (
 )
 from tools.bench.workload import Recording, WorkloadError, load_recording, write_log
 from tools.demo import demo_data
+from vehicle_agent import logs
 
 __all__ = [
     "DEFAULT_CLI_FRAMES",
@@ -246,6 +248,7 @@ def bench(
         cli_startup = run_cantools_cli(empty, dbc, tmp, 0).cpu_seconds
     setup = Setup(source, dbc, db, tmp, workloads, cli_startup)
     for w in workloads:
+        logs.warm_up(w.log)  # what only a large log loads (the candump scanner: numba)
         for path in w.paths:
             if path != "cantools_cli":
                 _run_path(setup, w, path, w.warm_up)

@@ -64,8 +64,18 @@ class PeakWatch:
         self.start_bytes = status_bytes("VmRSS", proc) if self._reset else None
 
     def peak(self) -> int | None:
-        """The peak so far, in bytes; None when it could not be reset or read."""
-        return status_bytes("VmHWM", self._proc) if self._reset else None
+        """The peak so far, in bytes; None when it could not be reset or read.
+
+        Never below :attr:`start_bytes`: the kernel folds a thread's growth into
+        the high-water mark lazily, so memory taken and given back again right
+        after the reset can leave ``VmHWM`` under the resident set read then.
+        """
+        if not self._reset:
+            return None
+        peak = status_bytes("VmHWM", self._proc)
+        if peak is None or self.start_bytes is None:
+            return peak
+        return max(peak, self.start_bytes)
 
 
 @dataclass(frozen=True, slots=True)

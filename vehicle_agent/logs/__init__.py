@@ -10,7 +10,9 @@ python-can instead; a corrupt file raises
 :class:`vehicle_agent.errors.LogFormatError` naming the file and the position.
 
 Each fast reader is a module here with one function,
-``read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]``.
+``read(path: Path, chunk_frames: int) -> Iterator[FrameColumns]``, and may have
+``warm_up() -> bool``, which loads what it loads for a large log only (the
+candump reader's compiled scanner): :func:`warm_up` calls it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "log_suffix",
     "open_fast",
     "read_columns",
+    "warm_up",
 ]
 
 ReaderChoice = Literal["auto", "fast", "python-can"]
@@ -79,6 +82,18 @@ def fast_reader_for(path: Path) -> _Read | None:
         return None
     read: _Read = module.read
     return read
+
+
+def warm_up(path: Path) -> None:
+    """Load now what the fast reader for *path*'s format loads for a large log (a
+    benchmark's untimed warm-up, say); nothing for most formats."""
+    module_name = FAST_READERS.get(log_suffix(path))
+    if module_name is None:
+        return
+    module = importlib.import_module(f"vehicle_agent.logs.{module_name}")
+    load: Callable[[], bool] | None = getattr(module, "warm_up", None)
+    if load is not None:
+        load()
 
 
 def open_fast(

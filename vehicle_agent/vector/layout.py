@@ -78,7 +78,6 @@ class Windows:
             # message length (of longer frames) only reach bits no signal reads.
             little = data.view("<u8").reshape(-1)[rows].astype(np.uint64, copy=False)
             self._cache[(0, False)] = little
-            self._cache[(0, True)] = little.byteswap()
             self._block = data[:0]
             return
         if length == 8 and width == 8:
@@ -91,8 +90,12 @@ class Windows:
         self._block = block
 
     def get(self, first_byte: int, big: bool) -> npt.NDArray[np.uint64]:
+        """The window at *first_byte*, big-endian when *big*; callers must not modify it."""
         found = self._cache.get((first_byte, big))
-        if found is None:
+        if found is None and not self._block.shape[0]:  # classic CAN, big-endian
+            found = self._cache[(0, False)].byteswap()
+            self._cache[(0, True)] = found
+        elif found is None:
             part = self._block[:, first_byte : first_byte + 8]
             if first_byte or part.shape[1] != self._block.shape[1]:
                 part = np.ascontiguousarray(part)
@@ -118,12 +121,18 @@ class SignalPlan:
     label_codes: npt.NDArray[np.int32] | None
 
     def raw(self, windows: Windows, subset: IntArray | None) -> AnyArray:
-        window = windows.get(self.first_byte, self.big)
-        if subset is not None:
-            window = window[subset]
-        value = window >> self.shift if self.shift else window
+        """The raw values; may be a view of the windows (shared by every signal)."""
+        value = windows.get(self.first_byte, self.big)
+        # One new array at most, then worked on in place: fewer large allocations,
+        # whose fresh pages cost page faults.
+        own = subset is not None
+        if own:
+            value = value[subset]
+        if self.shift:
+            value = np.right_shift(value, self.shift, out=value if own else None)
+            own = True
         if self.mask is not None:
-            value = value & self.mask
+            value = np.bitwise_and(value, self.mask, out=value if own else None)
         if self.kind == "u":
             return value if self.bits == 64 else value.view(np.int64)
         if self.kind == "s":
@@ -131,7 +140,9 @@ class SignalPlan:
             if self.bits == 64:
                 return signed
             sign = np.int64(1 << (self.bits - 1))
-            return (signed ^ sign) - sign
+            signed ^= sign  # a new array here: a signal under 64 bits is masked
+            signed -= sign
+            return signed
         if self.bits == 64:
             return value.view(np.float64)
         unsigned, floating = _FLOAT_VIEWS[self.bits]

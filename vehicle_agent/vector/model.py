@@ -112,6 +112,9 @@ class OutputSignal:
     unit: str = ""
     #: Whether float64 holds every value exactly (floats, integers within 2**53).
     float_exact: bool = True
+    #: Whether some decoded frames may lack the signal (a multiplexed signal, or a
+    #: signal of a container message); False promises a value in every frame.
+    optional: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,14 @@ __all__ = ["MessagePlan"]
 _FLOAT_BITS = (16, 32, 64)
 
 
+def _always_decoded(message: Message) -> frozenset[str]:
+    """The signals cantools decodes in every frame: those outside multiplexer branches."""
+    codecs = message._codecs
+    if message.is_container or codecs is None:
+        return frozenset()
+    return frozenset(signal.name for signal in codecs["signals"])
+
+
 class MessagePlan:
     """How one selected message decodes: vectorised, or by cantools frame by frame."""
 
@@ -74,6 +82,7 @@ class MessagePlan:
         self.scaling = scaling
         self.length = int(message.length) if type(message.length) is int else -1
         chosen = [s for s in message.signals if wanted is None or s.name in wanted]
+        always = _always_decoded(message)
         signals = tuple(
             OutputSignal(
                 s.name,
@@ -81,6 +90,7 @@ class MessagePlan:
                 choice_labels(s) if choices and s.conversion.choices is not None else None,
                 s.unit or "",
                 float_exact(s, scaling),
+                s.name not in always,
             )
             for s in chosen
         )

@@ -118,7 +118,7 @@ def make_scaler(signal: Signal, scaling: bool, dtype: np.dtype[Any]) -> Scaler:
         # float(raw) * scale + float(offset): Python converts ints to float first
         # (correctly rounded, as numpy's int64/uint64 -> float64 cast is).
         scale_f, offset_f = np.float64(float(scale)), np.float64(float(offset))
-        return lambda raw: raw.astype(np.float64, copy=False) * scale_f + offset_f
+        return lambda raw: _plus(np.multiply(raw, scale_f, dtype=np.float64), offset_f)
     low, high = _raw_range(signal)
     if type(offset) is int:
         # Integer result; arithmetic modulo 2**64 in the output dtype is exact
@@ -127,13 +127,19 @@ def make_scaler(signal: Signal, scaling: bool, dtype: np.dtype[Any]) -> Scaler:
             return python
         scale_m = dtype.type(scale % (1 << 64) if dtype == _U64 else _wrap64(scale))
         offset_m = dtype.type(offset % (1 << 64) if dtype == _U64 else _wrap64(offset))
-        return lambda raw: raw.astype(dtype, copy=False) * scale_m + offset_m
+        return lambda raw: _plus(np.multiply(raw, scale_m, dtype=dtype, casting="unsafe"), offset_m)
     # Integer scale, float offset: the exact integer product, then one rounding.
     ends = (low * scale, high * scale)
     if min(ends) >= _INT64_MIN and max(ends) <= _INT64_MAX and high <= _INT64_MAX:
         scale_i, offset_f = np.int64(scale), np.float64(offset)
-        return lambda raw: (raw.astype(np.int64) * scale_i).astype(np.float64) + offset_f
+        return lambda raw: _plus((raw.astype(np.int64) * scale_i).astype(np.float64), offset_f)
     return python
+
+
+def _plus(values: AnyArray, offset: Any) -> AnyArray:
+    """*values* + *offset*, in place (*values* is a scaler's own new array)."""
+    values += offset
+    return values
 
 
 def _wrap64(value: int) -> int:

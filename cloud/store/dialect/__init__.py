@@ -74,8 +74,10 @@ __all__ = [
     "create_catch_all_partitions",
     "create_day_partitions",
     "create_tenant_engine",
+    "insert_for",
     "insert_ignoring_conflicts",
     "is_sample_partition",
+    "maintenance_transaction",
     "schema_transaction",
     "upsert",
 ]
@@ -135,6 +137,27 @@ def schema_transaction(engine: Engine) -> Iterator[Connection]:
 
 def _insert(engine: Engine, table: Table) -> Any:
     return _INSERTS[engine.dialect.name](table)
+
+
+def insert_for(engine: Engine, table: Table) -> Any:
+    """The dialect's own ``insert`` of *table*, which has ``on_conflict_do_update``.
+
+    For upserts whose update is not a plain replacement (``upsert``), such as
+    merging counts; both dialects spell ``ON CONFLICT`` alike.
+    """
+    return _insert(engine, table)
+
+
+@contextmanager
+def maintenance_transaction(engine: Engine) -> Iterator[Connection]:
+    """One maintenance job at a time per database (retention), committed at the end.
+
+    It holds the same lock as schema changes: writers of telemetry go on, but a
+    second retention run (another gateway process, a cron job) waits for the
+    first instead of folding the same samples twice.
+    """
+    with schema_transaction(engine) as conn:
+        yield conn
 
 
 def insert_ignoring_conflicts(engine: Engine, table: Table) -> Insert:

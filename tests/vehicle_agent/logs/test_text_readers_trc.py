@@ -27,11 +27,9 @@ from tests.vehicle_agent.logs.test_text_readers import (
     write_log,
     write_text,
 )
-from vehicle_agent.logs import asc, candump, text, trc
-from vehicle_agent.logs.columns import FrameColumns
+from vehicle_agent.logs import asc, candump, trc
 from vehicle_agent.logs.fields import Tokens
 from vehicle_agent.logs.generic import read_messages
-from vehicle_agent.logs.text import pack_rows
 
 
 @pytest.mark.parametrize("path", sorted(LOG_DIR.glob("*.trc")), ids=lambda p: p.name)
@@ -231,19 +229,6 @@ def test_trc_lines_python_can_rejects_raise_at_their_line(
     assert got == python_can_until_error(path)
     assert error.path == path
     assert error.position == f"line {line}"
-
-
-@pytest.fixture
-def line_parser_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many frames the readers' line parser makes (their bulk path: the others)."""
-    counts: list[int] = []
-
-    def counting(rows: list[object]) -> FrameColumns:
-        counts.append(len(rows))
-        return pack_rows(rows)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(text, "pack_rows", counting)
-    return counts
 
 
 @pytest.mark.parametrize(
