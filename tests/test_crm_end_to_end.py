@@ -3,9 +3,10 @@
 
 The recording is the bundled J1939 truck (127 s idling), whose ECUs broadcast
 real DM1 messages with active fault codes. The agent replays it to the
-gateway; the rules worker runs over the stored batches; each new event goes
-to ``LeadService.on_event``, as the event bus consumer will; the dealer and
-the automaker then work the lead through the CRM's HTTP API.
+gateway, which announces each committed batch on the event bus (in-process);
+``RulesFeed`` runs the rules over it and announces their events; the CRM's
+``LeadFeed`` hands them to ``LeadService.on_event``; the dealer and the
+automaker then work the lead through the CRM's HTTP API.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
 from cloud.auth import issue_token
+from cloud.config import CloudSettings
+from cloud.events import MemoryBus
 from cloud.rules.events import EventKind
 from cloud.rules.worker import RulesWorker
-from cloud.server import GatewayServer
+from cloud.rules_feed import RulesFeed
+from cloud.server import GatewayServer, start_gateway
 from cloud.store import TenantRegistry
-from cloud.store.models import Batch, Vehicle
 from crm.auth import Role
 from crm.config import CrmSettings
+from crm.feed import LeadFeed
 from crm.keys import issue_api_key
 from crm.leads import LeadService
 from crm.server import start_crm
 from crm.store import CrmStores
+from tests.cloud.events.conftest import eventually
 from tests.conftest import E2E_SECRET, E2E_TENANT
 from tools.demo import demo_data, recordings
 from vehicle_agent.app import Agent
@@ -55,26 +59,35 @@ class Api:
 
 @pytest.mark.slow
 async def test_a_fault_code_becomes_a_closed_repair_order(
-    gateway: GatewayServer, registry: TenantRegistry
+    settings: CloudSettings, registry: TenantRegistry
 ) -> None:
     stores = CrmStores(registry)
     crm = await start_crm(
         CrmSettings(listen="127.0.0.1:0", token_secret=E2E_SECRET, grace_seconds=1), stores
     )
-    try:
-        admin_key = issue_api_key(
-            stores.store(E2E_TENANT), E2E_TENANT, role=Role.ADMIN, dealer_id=None, label="e2e"
-        ).text
-        async with aiohttp.ClientSession(crm.url) as session:
-            await run_loop(gateway, registry, stores, Api(session, admin_key), session)
-    finally:
-        await crm.stop()
+    async with MemoryBus() as bus:
+        # Consumers first: a consumer sees what is published after it exists.
+        rules = RulesFeed(bus, registry, RulesWorker({}))
+        await rules.start([E2E_TENANT])
+        leads = LeadFeed(bus, LeadService(stores))
+        await leads.start([E2E_TENANT])
+        gateway = await start_gateway(settings, registry, bus=bus)
+        try:
+            admin_key = issue_api_key(
+                stores.store(E2E_TENANT), E2E_TENANT, role=Role.ADMIN, dealer_id=None,
+                label="e2e",
+            ).text  # fmt: skip
+            async with aiohttp.ClientSession(crm.url) as session:
+                await run_loop(gateway, registry, leads, Api(session, admin_key), session)
+        finally:
+            await gateway.stop(0)
+            await crm.stop()
 
 
 async def run_loop(
     gateway: GatewayServer,
     registry: TenantRegistry,
-    stores: CrmStores,
+    feed: LeadFeed,
     admin: Api,
     session: aiohttp.ClientSession,
 ) -> None:
@@ -112,16 +125,17 @@ async def run_loop(
     codes = sorted(f.fault.code for f in store.active_faults(VEHICLE))
     assert len(codes) >= 1
 
-    # The cloud: rules over every stored batch; each new event to the CRM's entry point.
-    with store.engine.connect() as conn:
-        sequences = conn.execute(
-            select(Batch.sequence).join(Vehicle, Vehicle.id == Batch.vehicle_id)
-            .where(Vehicle.vehicle_id == VEHICLE).order_by(Batch.sequence)
-        ).scalars().all()  # fmt: skip
-    worker, leads = RulesWorker({}), LeadService(stores)
-    events = [e for seq in sequences for e in worker.process_batch(store, VEHICLE, seq)]
-    faults = [e for e in events if e.kind is EventKind.FAULT_SET]
+    # The cloud: the rules ran over each batch as it was committed, and the bus brought
+    # their events to the CRM. The first fault opened the lead, the others joined it.
+    def settled() -> bool:
+        events = store.events(VEHICLE)
+        set_codes = sum(e.kind is EventKind.FAULT_SET for e in events)
+        return set_codes == len(codes) and feed.handled >= len(events)
+
+    await eventually(settled, within=30)
+    faults = [e for e in store.events(VEHICLE) if e.kind is EventKind.FAULT_SET]
     assert sorted(e.details["code"] for e in faults) == codes
+    leads = LeadService(CrmStores(registry))
     results = [leads.on_event(E2E_TENANT, e).outcome for e in faults]
     assert results == ["opened"] + ["merged"] * (len(faults) - 1)
 
