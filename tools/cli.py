@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from cloud.errors import CloudError
+from crm.errors import CrmError
 from vehicle_agent import __version__
 from vehicle_agent.errors import AgentError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         agent_cmd,
         bench,
         cloud_cmd,
+        crm_cmd,
         dbc_cmd,
         decode_cmd,
         demo,
@@ -41,13 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="telehub",
-        description="Connected-car telematics hub: vehicle agent, cloud gateway and fleet tools.",
+        description="Connected-car telematics hub: agent, cloud gateway, dealer CRM, fleet tools.",
     )
     parser.add_argument("--version", action="version", version=f"telehub {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo.register(sub)
     cloud_cmd.register(sub)
+    crm_cmd.register(sub)
     agent_cmd.register(sub)
     bench.register(sub)
     dbc_cmd.register(sub)
@@ -95,7 +98,7 @@ def subcommand_main(name: str, register: Register, argv: Sequence[str] | None = 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
-    except (AgentError, CloudError, ValidationError) as exc:
+    except (AgentError, CloudError, CrmError, ValidationError) as exc:
         print(f"telehub: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -4,7 +4,9 @@ Starts the cloud gateway with the embedded default (one SQLite file per tenant
 in a temporary folder), enrolls two vehicles, replays a 545 s passenger-car drive
 and a J1939 truck recording through the real agent as fast as possible, waits
 until every batch is acknowledged, then reads the tenant's store back and prints
-a summary (``--json``: one JSON object).
+a summary (``--json``: one JSON object). The rules then run over the stored
+batches and their events reach the dealer CRM, where the truck's fault codes
+open a service lead at the owner's dealer (``tools.demo_crm``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import start_gateway
 from cloud.store import TenantRegistry, TenantStore
+from tools.demo_crm import run_crm
 from tools.demo_recommend import end_of_drive_suggestions
 from vehicle_agent.app import Agent, AgentReport, outbox_or_buffer
 from vehicle_agent.catalog import DbcSpec
@@ -141,13 +144,14 @@ async def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
                 outbox = data_dir / "agents" / rec.vehicle_id / "outbox.sqlite"
                 report = await _replay(rec, token, gateway.target, outbox, console)
                 vehicles.append(_vehicle_summary(rec, report, store))
+        crm = run_crm(registry, TENANT, [v["vehicle_id"] for v in vehicles])
         elapsed = time.monotonic() - started
         car = recordings(demo_data())[0].vehicle_id
         cache = data_dir / "agents" / car / "suggestions.json"
         suggestions = await end_of_drive_suggestions(store, car, cache)
     finally:
         registry.close()
-    return {**_summary(vehicles, elapsed, data_dir), "suggestions": suggestions}
+    return {**_summary(vehicles, elapsed, data_dir), "crm": crm, "suggestions": suggestions}
 
 
 async def _replay(
@@ -274,6 +278,15 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             f"  plan {a['plan_version']} (0: every signal), consent {a['consent_version']}, "
             f"{a['evicted_samples']:,} evicted, {a['fault_changes']:,} fault-code changes, "
             f"frames by bus {a['frames_by_bus']}"
+        )
+    crm = s["crm"]
+    console.print()
+    events = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in crm["events"].items())
+    console.print(f"[bold]rules[/]: {events or 'no events'}")
+    console.print(f"[bold]dealer CRM[/] ({crm['dealer']}): {len(crm['leads'])} service lead(s)")
+    for lead in crm["leads"]:
+        console.print(
+            f"  lead {lead['id']} {lead['state']}: {lead['vehicle_id']}, {lead['reason']}"
         )
     if s.get("suggestions"):
         console.print()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, insert, inspect, select, text
+from sqlalchemy import Engine, MetaData, create_engine, insert, inspect, select, text
 
 from cloud.store import TenantStore
 from cloud.store.dialect import DAY_US, create_tenant_engine
@@ -22,7 +22,20 @@ from cloud.store.schema import (
     include_name,
     upgrade_schema,
 )
+from crm.store.tables import metadata as crm_metadata
 from tests.cloud.pg import partition_counts
+
+
+def _every_table() -> MetaData:
+    """The cloud's models and the CRM's tables: revision 0005 builds both in a tenant store."""
+    every = MetaData()
+    for source in (Base.metadata, crm_metadata):
+        for table in source.tables.values():
+            table.to_metadata(every)
+    return every
+
+
+EVERY_TABLE = _every_table()
 
 
 @pytest.fixture
@@ -38,7 +51,7 @@ def schema_differences(engine: Engine) -> list[Any]:
         context = MigrationContext.configure(
             conn, opts={"include_name": include_name, "compare_type": True}
         )
-        return list(compare_metadata(context, Base.metadata))
+        return list(compare_metadata(context, EVERY_TABLE))
 
 
 def tables(engine: Engine) -> set[str]:
@@ -49,7 +62,7 @@ def test_upgrading_an_empty_database_builds_exactly_the_models(engine: Engine) -
     assert tables(engine) == set()
     upgrade_schema(engine)
     assert schema_differences(engine) == []
-    assert tables(engine) == set(Base.metadata.tables) | {"alembic_version"}
+    assert tables(engine) == set(EVERY_TABLE.tables) | {"alembic_version"}
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision()
 

@@ -38,6 +38,13 @@ def test_demo_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert 646.5 <= summary["latest"]["EngineSpeed"]["value"] <= 653.75
     assert summary["latest"]["FixType"]["label"]  # choices travel as numbers, shown as text
     assert (tmp_path / "demo-motors.db").exists()
+    # The truck's fault codes reached the dealer CRM: one lead, the other codes joined it.
+    crm = summary["crm"]
+    assert crm["events"]["fault_set"] >= 1
+    assert crm["event_outcomes"]["opened"] == 1
+    assert [(lead["vehicle_id"], lead["kind"], lead["state"]) for lead in crm["leads"]] == [
+        ("DEMO-TRUCK-0001", "fault_set", "open")
+    ]
 
 
 @pytest.mark.slow
@@ -48,6 +55,7 @@ def test_demo_prints_a_readable_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert "all stored" in out
     assert "EngineSpeed" in out
     assert "rpm" in out
+    assert "1 service lead(s)" in out
 
 
 def test_agent_run_without_a_source_is_a_clear_error(
