@@ -61,6 +61,18 @@ def fresh_postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+def empty_schema(url: str) -> None:
+    """Drop everything in the PostgreSQL database at *url* (between tests sharing it)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database for this test session, dropped afterwards."""

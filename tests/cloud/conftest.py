@@ -8,13 +8,13 @@ from pathlib import Path
 import grpc.aio
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
 
 from cloud.auth import issue_token
 from cloud.config import CloudSettings, TenantSettings
 from cloud.server import GatewayServer
 from cloud.store import TenantRegistry, TenantStore
 from telehub.v1 import telemetry_pb2_grpc
+from tests.conftest import empty_schema
 
 SECRET_ACME = SecretStr("acme-secret-0123456789abcdef-0123456789")
 SECRET_GLOBEX = SecretStr("globex-secret-0123456789abcdef-012345678")
@@ -82,14 +82,7 @@ def tenant_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def postgres_tenant_url(postgres_url: str) -> Iterator[str]:
     """The session's PostgreSQL database, emptied again after the test (it is shared)."""
     yield postgres_url
-    engine = create_engine(postgres_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-            conn.commit()
-    finally:
-        engine.dispose()
+    empty_schema(postgres_url)
 
 
 @pytest.fixture

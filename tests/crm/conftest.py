@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
 
 from cloud.config import CloudSettings, TenantSettings
 from cloud.store import TenantRegistry
@@ -21,6 +20,7 @@ from crm.auth import Role
 from crm.config import CrmSettings
 from crm.keys import issue_api_key
 from crm.store import CrmStores
+from tests.conftest import empty_schema
 
 CRM_SECRET = SecretStr("crm-token-secret-0123456789abcdef-0123")
 TENANT_SECRET = SecretStr("tenant-secret-0123456789abcdef-0123456")
@@ -43,14 +43,7 @@ def acme_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     url: str = request.getfixturevalue("postgres_url")
     yield url
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-            conn.commit()
-    finally:
-        engine.dispose()
+    empty_schema(url)
 
 
 @pytest.fixture
