@@ -131,12 +131,21 @@ class ControlPoller:
         self.errors = 0
 
     async def run(self) -> None:
-        """Poll every ``seconds`` until cancelled."""
+        """Poll every ``seconds`` until cancelled.
+
+        Sessions of a polled hub rely on it alone, so an unexpected error is
+        logged and counted and the next period polls again; only cancellation
+        ends the loop.
+        """
         self._hub.polled = True
         try:
             while True:
                 await asyncio.sleep(self._seconds)
-                await self.poll()
+                try:
+                    await self.poll()
+                except Exception:
+                    self.errors += 1
+                    logger.exception("control poll failed; polling again in %.1f s", self._seconds)
         finally:
             self._hub.polled = False
 

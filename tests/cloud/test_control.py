@@ -125,3 +125,33 @@ async def test_a_polled_hub_is_marked_while_its_poller_runs(registry: TenantRegi
     task.cancel()
     await asyncio.wait([task])
     assert not hub.polled
+
+
+async def test_the_poller_goes_on_after_an_unexpected_error(
+    registry: TenantRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = ControlHub()
+    poller = ControlPoller(registry, hub, seconds=0.01)
+    calls = 0
+    recovered = asyncio.Event()
+    real_poll = poller.poll
+
+    async def flaky() -> int:  # the first poll meets a bug, the next ones work
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        recovered.set()
+        return await real_poll()
+
+    poller.poll = flaky  # type: ignore[method-assign]
+    task = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(5):
+            await recovered.wait()
+        assert hub.polled
+        assert poller.errors == 1
+        assert "control poll failed" in caplog.text
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
