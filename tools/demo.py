@@ -17,7 +17,7 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -55,6 +55,27 @@ class Recording:
 
 def demo_data() -> Path:
     return Path(str(resources.files("tools") / "demo_data"))
+
+
+def log_and_dbcs(
+    log: Path | None, dbcs: Sequence[Path], error: type[Exception]
+) -> tuple[Path, tuple[DbcSpec, ...]]:
+    """A tool's ``--log`` and ``--dbc`` files, or the bundled drive with its DBC.
+
+    Each DBC decodes a bus named after its file. Bad arguments raise *error*
+    (the tool's own error class) with the reason.
+    """
+    if log is None:
+        if dbcs:
+            raise error("--dbc goes with --log (the bundled recording has its own DBC)")
+        drive = demo_data() / "drive-gnss"
+        return drive / "drive_545s.MF4", (DbcSpec(drive / "canmod-gps.dbc", bus="gnss"),)
+    if not dbcs:
+        raise error("--log needs at least one --dbc")
+    for path in (log, *dbcs):
+        if not path.is_file():
+            raise error(f"no such file: {path}")
+    return log, tuple(DbcSpec(path, bus=path.stem) for path in dbcs)
 
 
 def recordings(root: Path) -> tuple[Recording, ...]:

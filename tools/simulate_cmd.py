@@ -38,10 +38,9 @@ from cloud.config import CloudSettings
 from cloud.errors import UnknownTenant
 from cloud.store import TenantRegistry
 from tools.cli import subcommand_main
-from tools.demo import demo_data
+from tools.demo import log_and_dbcs
 from tools.simulate.client import FleetStats, SimVehicle, run_fleet
 from tools.simulate.fleet import Recording, SimulationError, VehicleFeed, load_recording
-from vehicle_agent.catalog import DbcSpec
 
 __all__ = ["main", "register", "run"]
 
@@ -97,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         _check(args)
         settings = CloudSettings(**({"data_dir": args.data_dir} if args.data_dir else {}))
         console.print("simulate: decoding the recording …")
-        recording = load_recording(*_inputs(args.log, args.dbc), batch_samples=args.batch_samples)
+        recording = load_recording(
+            *log_and_dbcs(args.log, args.dbc, SimulationError), batch_samples=args.batch_samples
+        )
         fleet = make_fleet(
             settings, args.tenant, recording, args.vehicles, args.prefix, args.jitter, args.seed
         )
@@ -130,20 +131,6 @@ def _check(args: argparse.Namespace) -> None:
         raise SimulationError(f"--rate must be positive, got {args.rate}")
     if args.window < 1:
         raise SimulationError(f"--window must be at least 1, got {args.window}")
-
-
-def _inputs(log: Path | None, dbcs: list[Path]) -> tuple[Path, list[DbcSpec]]:
-    if log is None:
-        if dbcs:
-            raise SimulationError("--dbc goes with --log (the bundled drive has its own)")
-        drive = demo_data() / "drive-gnss"
-        return drive / "drive_545s.MF4", [DbcSpec(drive / "canmod-gps.dbc", bus="gnss")]
-    if not dbcs:
-        raise SimulationError("--log needs at least one --dbc")
-    for path in (log, *dbcs):
-        if not path.is_file():
-            raise SimulationError(f"no such file: {path}")
-    return log, [DbcSpec(path, bus=path.stem) for path in dbcs]
 
 
 def make_fleet(

@@ -19,7 +19,18 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, case, delete, func, literal_column, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Delete,
+    and_,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
 
 from cloud.errors import UnknownSignal
 from cloud.store.base import StoreBase, require_vehicle, table
@@ -64,11 +75,10 @@ class MinuteStats:
     mean: float
 
 
-def _minute(ts_us: object) -> object:
+def _minute(ts: ColumnElement[int]) -> ColumnElement[int]:
     # The start of the sample's minute, also for times before 1970 (SQL's % keeps
     # the dividend's sign on both databases).
-    ts = _SAMPLES.c.ts_us if ts_us is None else ts_us
-    return ts - ((ts % MINUTE_US) + MINUTE_US) % MINUTE_US  # type: ignore[operator]
+    return ts - ((ts % MINUTE_US) + MINUTE_US) % MINUTE_US
 
 
 class RetentionStore(StoreBase):
@@ -76,7 +86,7 @@ class RetentionStore(StoreBase):
 
     def expire_samples(self, before_us: int) -> ExpiredSamples:
         """Fold every raw sample older than *before_us* into its minute, then delete it."""
-        minute = _minute(_SAMPLES.c.ts_us).label("minute_us")  # type: ignore[attr-defined]
+        minute = _minute(_SAMPLES.c.ts_us).label("minute_us")
         folded = (
             select(
                 _SAMPLES.c.vehicle_id,
@@ -130,9 +140,9 @@ class RetentionStore(StoreBase):
             conn.execute(delete(_DAILY_IDLE).where(_DAILY_IDLE.c.day < day))
         return max(count, 0)
 
-    def _delete(self, action: str, statement: object) -> int:
+    def _delete(self, action: str, statement: Delete) -> int:
         with self._translated(action), maintenance_transaction(self._engine) as conn:
-            count = conn.execute(statement).rowcount  # type: ignore[call-overload]
+            count = conn.execute(statement).rowcount
         return max(int(count), 0)
 
     # ------------------------------------------------------------------ the history
@@ -156,7 +166,7 @@ class RetentionStore(StoreBase):
             raw_minute = _minute(_SAMPLES.c.ts_us)
             raw = (
                 select(
-                    raw_minute.label("minute_us"),  # type: ignore[attr-defined]
+                    raw_minute.label("minute_us"),
                     func.count().label("count"),
                     func.min(_SAMPLES.c.value).label("minimum"),
                     func.max(_SAMPLES.c.value).label("maximum"),

@@ -43,7 +43,7 @@ from tools.bench.workload import (
     prepare_log,
     typical_plan,
 )
-from tools.demo import demo_data
+from tools.demo import log_and_dbcs
 from vehicle_agent import wire
 from vehicle_agent.app import Agent, AgentReport
 from vehicle_agent.catalog import DbcSpec
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.repeats < 1:
             raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
-        source, specs = _inputs(args.log, args.dbc)
+        source, specs = log_and_dbcs(args.log, args.dbc, BenchError)
         with tempfile.TemporaryDirectory(prefix="telehub-bench-") as tmp:
             summary = bench(
                 source, specs, Path(tmp), args.format, args.frames, args.repeats, args.plan, console
@@ -215,20 +215,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_summary(summary, Console())
     return _EXIT_OK if summary["samples_stored"] == summary["samples_sent"] else _EXIT_ERROR
-
-
-def _inputs(log: Path | None, dbcs: list[Path]) -> tuple[Path, tuple[DbcSpec, ...]]:
-    if log is None:
-        if dbcs:
-            raise BenchError("--dbc goes with --log (the bundled recording has its own DBC)")
-        drive = demo_data() / "drive-gnss"
-        return drive / "drive_545s.MF4", (DbcSpec(drive / "canmod-gps.dbc", bus="gnss"),)
-    if not dbcs:
-        raise BenchError("--log needs at least one --dbc")
-    for path in (log, *dbcs):
-        if not path.is_file():
-            raise BenchError(f"no such file: {path}")
-    return log, tuple(DbcSpec(path, bus=path.stem) for path in dbcs)
 
 
 def bench(

@@ -53,10 +53,9 @@ from cloud.domain import SampleColumns
 from cloud.store.dialect.postgresql import COPY_SAMPLES, copy_data
 from tools.bench.loopback import CloudProcessError, LoopbackCloud
 from tools.bench.memory import status_bytes
-from tools.demo import demo_data
+from tools.demo import log_and_dbcs
 from tools.simulate.client import FleetStats, SimVehicle, run_fleet
 from tools.simulate.fleet import BatchColumns, Recording, VehicleFeed, load_recording
-from vehicle_agent.catalog import DbcSpec
 
 __all__ = ["DEFAULT_DATABASE_URL", "BenchError", "register", "run"]
 
@@ -140,13 +139,9 @@ class Phase:
 
 
 def bench(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    drive = demo_data() / "drive-gnss"
     console.print("bench: decoding the bundled drive into the agent's batches …")
-    recording = load_recording(
-        drive / "drive_545s.MF4",
-        [DbcSpec(drive / "canmod-gps.dbc", bus="gnss")],
-        batch_samples=args.batch_samples,
-    )
+    log, specs = log_and_dbcs(None, [], BenchError)
+    recording = load_recording(log, specs, batch_samples=args.batch_samples)
     with scratch_database(args.database_url) as url, tempfile.TemporaryDirectory() as tmp:
         console.print("bench: starting the gateway (PostgreSQL tenant) in a child process …")
         with LoopbackCloud(Path(tmp), database_url=_sqlalchemy_url(url)) as cloud:
