@@ -38,6 +38,12 @@ class CrmSettings(BaseSettings):
     webhook_backoff_seconds: float = Field(default=1.0, gt=0, le=3600)
     webhook_backoff_cap_seconds: float = Field(default=300.0, gt=0, le=86_400)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    #: Connections per tenant of the pool that serves the dealers' health list on
+    #: PostgreSQL (one statement per page, in the event loop); 0 serves it through
+    #: SQLAlchemy in the thread pool, as on SQLite.
+    health_pool_size: int = Field(default=4, ge=0, le=64)
+    #: Seconds a health-list request waits for a connection before it gets a 503.
+    health_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     #: Seconds open requests get to finish on shutdown.
     grace_seconds: float = Field(default=5.0, ge=0)
 

@@ -10,11 +10,11 @@ then creates dealers and their keys through the API.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from cloud.config import CloudSettings
+from cloud.runtime import freeze_long_lived, run_fast
 from cloud.store import TenantRegistry
 from crm.auth import Role
 from crm.config import CrmSettings
@@ -53,8 +53,13 @@ def _serve(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.listen:
         overrides["listen"] = args.listen
-    asyncio.run(serve(CrmSettings(**overrides), _cloud(args)))
+    # Frozen once listening: the app, the stores and their pools are built by then.
+    run_fast(serve(CrmSettings(**overrides), _cloud(args), on_started=_frozen))
     return 0
+
+
+def _frozen(_server: object) -> None:
+    freeze_long_lived()
 
 
 def _create_key(args: argparse.Namespace) -> int:

@@ -23,8 +23,9 @@ from cloud.config import CloudSettings
 from cloud.recommend.app import create_app
 from cloud.recommend.config import RecommendSettings, hash_api_key
 from cloud.recommend.sample import SAMPLE_TENANT, sample_settings
-from cloud.recommend.server import RecommendServer, freeze_long_lived, run_fast
+from cloud.recommend.server import RecommendServer
 from cloud.recommend.vehicle_state import StoreStates, VehicleStates
+from cloud.runtime import freeze_long_lived, run_fast
 from cloud.store import TenantRegistry
 
 __all__ = ["register"]

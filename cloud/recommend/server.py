@@ -11,42 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import socket
-from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 import uvicorn
 from fastapi import FastAPI
 
 from cloud.errors import ListenError
 
-__all__ = ["RecommendServer", "freeze_long_lived", "run_fast"]
-
-_T = TypeVar("_T")
-
-
-def run_fast(main: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run`` on uvloop when it is installed (uvicorn[standard] brings it):
-    uvicorn picks uvloop only for loops it creates itself, not for one it joins."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
-
-def freeze_long_lived() -> None:
-    """Keep everything built so far (the catalogs, the app) out of the garbage collector.
-
-    A catalog of 100,000 places is some 170,000 objects that live as long as the
-    process; a full collection walking them takes 50-80 ms here, a stall every
-    queued request would wait out. Call it once the app is built, before serving.
-    """
-    gc.collect()
-    gc.freeze()
+__all__ = ["RecommendServer"]
 
 
 class RecommendServer:

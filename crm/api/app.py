@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from crm.api.deps import Services
 from crm.api.errors import install_error_handlers
+from crm.api.health_pages import HealthPages
 from crm.api.routes import audit as audit_routes
 from crm.api.routes import (
     consents,
@@ -52,6 +53,7 @@ def create_app(
     """The CRM app; ``deliver_webhooks=False`` leaves deliveries to the caller (tests)."""
     sender = WebhookSender(stores, settings)
     audit_writer = AuditWriter(stores)
+    health = HealthPages(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +66,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await sender.close()
+            await health.close()
             # Every answer already waited for its audit row; this stops the thread.
             await asyncio.to_thread(audit_writer.close)
 
@@ -74,11 +77,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = Services(
-        settings, stores, sender, audit_writer, KeyCache(settings.key_cache_seconds)
+        settings, stores, sender, audit_writer, KeyCache(settings.key_cache_seconds), health
     )
     install_error_handlers(app)
     for module in (
-        system, dealers, customers, vehicles, consents, leads, maintenance, recalls,
+        vehicles, system, dealers, customers, consents, leads, maintenance, recalls,
         webhook_routes, audit_routes,
     ):  # fmt: skip
         app.include_router(module.router)

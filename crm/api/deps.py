@@ -20,6 +20,7 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crm.api.errors import status_of
+from crm.api.health_pages import HealthPages
 from crm.api.schemas import parse_etag
 from crm.audit import AuditWriter
 from crm.auth import (
@@ -44,14 +45,19 @@ from crm.store.base import now_us
 from crm.webhooks import WebhookSender
 
 __all__ = [
+    "AfterQuery",
     "AuditDep",
     "AuditTrail",
+    "Caller",
+    "CallerDep",
+    "LimitQuery",
     "PageDep",
     "PrincipalDep",
     "Services",
     "ServicesDep",
     "StoreDep",
     "VersionDep",
+    "audit_trail",
     "authenticate",
     "require_admin",
 ]
@@ -66,6 +72,7 @@ class Services:
     sender: WebhookSender
     audit: AuditWriter
     keys: KeyCache
+    health: HealthPages
 
     def wake_sender(self) -> None:
         self.sender.wake()
@@ -101,9 +108,8 @@ def authenticate(services: Services, credential: str) -> Principal:
     return Principal(key.tenant, key.key_id, Role(row["role"]), row["dealer_id"])
 
 
-async def _principal(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def _principal_of(
+    services: Services, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("this route needs an API key or an access token")
@@ -117,10 +123,7 @@ async def _principal(
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(_principal)]
-
-
-async def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
+async def _store_of(services: Services, principal: Principal) -> CrmStore:
     # Always the caller's own tenant: no route takes a tenant from the request. The
     # store was opened when the caller's key was checked (a token's tenant may not be).
     store = services.stores.opened(principal.tenant)
@@ -129,7 +132,41 @@ async def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
     return store
 
 
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _principal(services: ServicesDep, credentials: _Credentials) -> Principal:
+    return await _principal_of(services, credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+async def _store(services: ServicesDep, principal: PrincipalDep) -> CrmStore:
+    return await _store_of(services, principal)
+
+
 StoreDep = Annotated[CrmStore, Depends(_store)]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The caller, its tenant's store and the app's services, resolved in one step."""
+
+    principal: Principal
+    store: CrmStore
+    services: Services
+
+
+async def _caller(request: Request, credentials: _Credentials) -> Caller:
+    # What PrincipalDep, StoreDep and ServicesDep give, as one dependency: solving the
+    # three cost the hottest route ~100 µs of its ~500 µs of CPU (measured in process).
+    services = cast(Services, request.app.state.services)
+    principal = await _principal_of(services, credentials)
+    return Caller(principal, await _store_of(services, principal), services)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def require_admin(principal: Principal) -> None:
@@ -146,9 +183,9 @@ class AuditTrail:
         self.purpose = "administration" if principal.is_admin else "after_sales"
         self.principal = principal
 
-    def row(self, result: str, status: int) -> dict[str, object]:
+    def row(self, result: str, status: int, *, at_us: int | None = None) -> dict[str, object]:
         return {
-            "at_us": now_us(),
+            "at_us": now_us() if at_us is None else at_us,
             "principal": self.principal.subject,
             "role": self.principal.role.value,
             "dealer_id": self.principal.dealer_id,
@@ -160,12 +197,17 @@ class AuditTrail:
         }
 
 
+def audit_trail(request: Request, principal: Principal) -> AuditTrail:
+    """The audit row of this request, for a route that commits it itself."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    return AuditTrail(f"{request.method} {template}", request.url.path, principal)
+
+
 async def _audit(
     request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> AsyncIterator[AuditTrail]:
-    route = request.scope.get("route")
-    template = getattr(route, "path", request.url.path)
-    trail = AuditTrail(f"{request.method} {template}", request.url.path, principal)
+    trail = audit_trail(request, principal)
     try:
         yield trail
     except CrmError as exc:
@@ -185,12 +227,13 @@ class PageParams:
     limit: int
 
 
-async def _page(
-    after: Annotated[
-        int | None, Query(ge=0, le=2**31 - 1, description="the `next_after` of the last page")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200, description="items per page")] = 50,
-) -> PageParams:
+AfterQuery = Annotated[
+    int | None, Query(ge=0, le=2**31 - 1, description="the `next_after` of the last page")
+]
+LimitQuery = Annotated[int, Query(ge=1, le=200, description="items per page")]
+
+
+async def _page(after: AfterQuery = None, limit: LimitQuery = 50) -> PageParams:
     return PageParams(after, limit)
 
 

@@ -4,7 +4,8 @@ One run makes a scratch database on the PostgreSQL server (``--database-url``,
 dropped afterwards) and fills it as one tenant's store: ``--vehicles`` vehicles
 (CRM records, enrolled telemetry vehicles, a health score each) with a grant to
 one dealer and the owner's consent, and the dealer's API key. The real CRM
-(uvicorn, the app of ``telehub crm serve``) runs in a child process on loopback.
+(uvicorn on uvloop, the app of ``telehub crm serve``) runs in a child process
+on loopback.
 
 The load generator, in this process, sends ``--rate`` requests per second for
 ``--duration`` seconds (after one second of warm-up), open loop: request *i*
@@ -12,9 +13,16 @@ leaves at ``start + i/rate`` whatever the answers before it did, and its
 latency is counted from that planned time, so a server that falls behind is
 seen as slow rather than hiding it (no coordinated omission). Each request asks
 a page of ``--page`` vehicles at a random offset, with the dealer's key: the
-key lookup, the grant and consent evaluation in SQL, the join with the health
+key check, the grant and consent evaluation in SQL, the join with the health
 scores and the audit row are all in the measured path. The generator shares
 the machine (and its cores) with the server and PostgreSQL.
+
+The measured run is repeated ``--repeats`` times on one server; the figures
+are the medians. The baseline, in the same run on the same data, is the
+reference path of the list (``health_pool_size=0``: SQLAlchemy in the thread
+pool, the rows serialised by pydantic, as on SQLite), at the same rate.
+CPU per request is given for the server, for PostgreSQL (every ``postgres``
+process of this machine) and for the generator.
 
 ``--json`` prints one JSON object (``rps``, ``p50_ms``, ``p99_ms``,
 ``errors`` and the details).
@@ -29,6 +37,7 @@ import multiprocessing
 import os
 import random
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +50,7 @@ from rich.table import Table
 from sqlalchemy import func, insert, select, text
 
 from cloud.config import CloudSettings, TenantSettings
+from cloud.runtime import run_fast
 from cloud.store import TenantRegistry
 from cloud.store.base import now, table
 from cloud.store.models import HealthRow, Vehicle
@@ -57,6 +67,7 @@ __all__ = ["register", "run"]
 
 _TENANT = "bench"
 _SECRET = SecretStr("bench-" + "s" * 40)
+_PATH = "/v1/vehicles/health"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,8 +84,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--vehicles", type=int, default=10_000, help="(default: 10,000)")
     p.add_argument("--rate", type=float, default=500.0, help="requests/s (default: 500)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds measured (default: 10)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default: 10)")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs (default: 3)")
     p.add_argument("--page", type=int, default=50, help="vehicles per page (default: 50)")
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        default=CrmSettings.model_fields["health_pool_size"].default,
+        help="connections of the direct path's pool (default: as telehub crm serve)",
+    )
+    p.add_argument("--no-baseline", action="store_true", help="skip the reference path's run")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=run)
 
@@ -82,10 +101,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
-        if args.vehicles < 1 or args.page < 1 or args.page > 200:
-            raise BenchError("--vehicles must be at least 1 and --page 1-200")
+        if args.vehicles < args.page or args.page < 1 or args.page > 200:
+            raise BenchError("--page must be 1-200 and --vehicles at least --page")
         if not 0 < args.rate <= 5_000 or not 0 < args.duration <= 600:
             raise BenchError("--rate must be in (0, 5000] and --duration in (0, 600]")
+        if not 1 <= args.repeats <= 20 or not 1 <= args.pool_size <= 64:
+            raise BenchError("--repeats must be 1-20 and --pool-size 1-64")
         summary = bench(args, console)
     except BenchError as exc:
         print(f"telehub: error: {exc}", file=sys.stderr)
@@ -94,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print_summary(summary, Console())
-    return 0 if summary["errors"] == 0 else 1
+    healthy = summary["errors"] == 0 and summary["audit_rows_missing"] == 0
+    return 0 if healthy else 1
 
 
 def bench(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -110,29 +132,172 @@ def bench(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         )
         console.print(f"bench: filling the scratch store with {args.vehicles:,} vehicles …")
         key = _fill(cloud, args.vehicles)
-        port = _free_port()
-        crm = CrmSettings(listen=f"127.0.0.1:{port}", token_secret=_SECRET, grace_seconds=1)
-        child = multiprocessing.get_context("spawn").Process(
-            target=_serve_child, args=(crm, cloud), daemon=True
-        )
-        child.start()
-        try:
-            console.print("bench: CRM started in a child process; loading …")
-            assert child.pid is not None
-            result = asyncio.run(_load(args, f"http://127.0.0.1:{port}", key, child.pid))
-        finally:
-            child.terminate()
-            child.join(10)
-        result["audit_rows"] = _audit_rows(cloud)
-    result.update(
+        runs, answered = _measure(args, cloud, key, args.pool_size, args.repeats, "direct", console)
+        baseline: dict[str, Any] | None = None
+        if not args.no_baseline:
+            reference, more = _measure(args, cloud, key, 0, 1, "reference", console)
+            baseline, answered = reference[0], answered + more
+        audit_rows = _audit_rows(cloud)
+    summary = _median_of(runs)
+    summary.update(
+        runs=runs,
+        baseline=baseline,
+        ratios=_ratios(summary, baseline),
+        audit_rows=audit_rows,
+        # Every answered request, warm-ups included, must have left its audit row.
+        audit_rows_missing=answered - audit_rows,
         vehicles=args.vehicles,
         page=args.page,
         target_rps=args.rate,
         duration_s=args.duration,
+        health_pool_size=args.pool_size,
         database="PostgreSQL (scratch database, dropped after the run)",
-        load_average=os.getloadavg()[0],
+        load_average=round(os.getloadavg()[0], 2),
     )
-    return result
+    return summary
+
+
+def _measure(
+    args: argparse.Namespace,
+    cloud: CloudSettings,
+    key: str,
+    pool_size: int,
+    repeats: int,
+    label: str,
+    console: Console,
+) -> tuple[list[dict[str, Any]], int]:
+    """``repeats`` measured runs against a CRM serving the list with ``pool_size``
+    (0: the reference path); also how many requests were answered with 200."""
+    port = _free_port()
+    crm = CrmSettings(
+        listen=f"127.0.0.1:{port}", token_secret=_SECRET, grace_seconds=1,
+        health_pool_size=args.pool_size,
+    )  # fmt: skip
+    child = multiprocessing.get_context("spawn").Process(
+        target=_serve_child, args=(crm, cloud), daemon=True
+    )
+    child.start()
+    try:
+        assert child.pid is not None
+        generator = _Generator(args, f"http://127.0.0.1:{port}", key, child.pid)
+        return run_fast(generator.runs(repeats, label, console)), generator.answered
+    finally:
+        child.terminate()
+        child.join(10)
+
+
+def _serve_child(crm: CrmSettings, cloud: CloudSettings) -> None:
+    from cloud.runtime import freeze_long_lived
+    from crm.server import serve
+
+    # As ``telehub crm serve`` runs: on uvloop, the startup heap frozen once listening.
+    run_fast(serve(crm, cloud, on_started=lambda _server: freeze_long_lived()))
+
+
+class _Generator:
+    """The open-loop load of one server, and what it cost each process."""
+
+    def __init__(self, args: argparse.Namespace, base: str, key: str, pid: int) -> None:
+        self._args = args
+        self._base = base
+        self._key = key
+        self._pid = pid
+        self._rng = random.Random(11)
+        self.answered = 0
+
+    async def runs(self, repeats: int, label: str, console: Console) -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self._key}"}
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(self._base, connector=connector, headers=headers) as s:
+            await _wait_ready(s)
+            await self._phase(s, 1.0)  # warm-up: connections, caches, prepared statements
+            results = []
+            for number in range(1, repeats + 1):
+                console.print(f"bench: {label} path, run {number}/{repeats} …")
+                results.append(await self._measured(s))
+                console.print(
+                    f"bench: {label} path, run {number}/{repeats}: "
+                    f"p50 {results[-1]['p50_ms']} ms, p99 {results[-1]['p99_ms']} ms, "
+                    f"{results[-1]['errors']} errors"
+                )
+        return results
+
+    async def _measured(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        server, before, client = _cpu_seconds(self._pid), _postgres_cpu(), time.process_time()
+        latencies, errors, elapsed = await self._phase(session, self._args.duration)
+        server = _cpu_seconds(self._pid) - server
+        postgres = _postgres_cpu().since(before)
+        client = time.process_time() - client
+        latencies.sort()
+        n = max(1, len(latencies))
+        return {
+            "requests": len(latencies),
+            "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(_quantile(latencies, 0.50) * 1000, 2),
+            "p99_ms": round(_quantile(latencies, 0.99) * 1000, 2),
+            "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+            "errors": len(errors),
+            "error_kinds": sorted(set(errors)),
+            "server_cpu_ms_per_request": round(server * 1000 / n, 3),
+            "postgres_cpu_ms_per_request": None
+            if postgres is None
+            else round(postgres * 1000 / n, 3),
+            "client_cpu_ms_per_request": round(client * 1000 / n, 3),
+        }
+
+    async def _phase(
+        self, session: aiohttp.ClientSession, seconds: float
+    ) -> tuple[list[float], list[str], float]:
+        # Each request is sent at its planned time by this one loop (thousands of tasks
+        # made up front would delay the first ones by the time it takes to make them);
+        # one sent late is still timed from its plan.
+        latencies: list[float] = []
+        errors: list[str] = []
+        rate = self._args.rate
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for i in range(int(seconds * rate)):
+                planned = start + i / rate
+                delay = planned - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                group.create_task(self._one(session, planned, latencies, errors))
+        return latencies, errors, time.perf_counter() - start
+
+    async def _one(
+        self,
+        session: aiohttp.ClientSession,
+        planned: float,
+        latencies: list[float],
+        errors: list[str],
+    ) -> None:
+        page = self._args.page
+        after = self._rng.randint(0, self._args.vehicles - page)
+        try:
+            async with session.get(_PATH, params={"limit": page, "after": after}) as reply:
+                body = await reply.read()
+                if reply.status != 200:
+                    errors.append(f"HTTP {reply.status}")
+                else:
+                    self.answered += 1
+                    if len(json.loads(body)["items"]) != page:
+                        errors.append("short page")
+        except aiohttp.ClientError as exc:
+            errors.append(type(exc).__name__)
+        latencies.append(time.perf_counter() - planned)
+
+
+async def _wait_ready(session: aiohttp.ClientSession) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with session.get("/health") as reply:
+                if reply.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise BenchError("the CRM did not start within 60 s")
 
 
 def _fill(cloud: CloudSettings, count: int) -> str:
@@ -194,76 +359,38 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_child(crm: CrmSettings, cloud: CloudSettings) -> None:
-    from crm.server import serve
-
-    asyncio.run(serve(crm, cloud))
-
-
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(args: argparse.Namespace, base: str, key: str, pid: int) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {key}"}
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(base, connector=connector, headers=headers) as session:
-        await _wait_ready(session)
-        rng = random.Random(11)
-        top = max(0, args.vehicles - args.page)
+class _PostgresCpu:
+    """CPU seconds of every ``postgres`` process of this machine, at one moment."""
 
-        async def one(planned: float, latencies: list[float], errors: list[str]) -> None:
-            await asyncio.sleep(max(0.0, planned - time.perf_counter()))
-            params = {"limit": str(args.page), "after": str(rng.randint(0, top))}
-            try:
-                async with session.get("/v1/vehicles/health", params=params) as reply:
-                    body = await reply.read()
-                    if reply.status != 200 or not body.startswith(b'{"items":[{'):
-                        errors.append(f"HTTP {reply.status}")
-            except aiohttp.ClientError as exc:
-                errors.append(type(exc).__name__)
-            latencies.append(time.perf_counter() - planned)
+    def __init__(self, seconds: dict[int, float]) -> None:
+        self.seconds = seconds
 
-        async def phase(seconds: float) -> tuple[list[float], list[str], float]:
-            latencies: list[float] = []
-            errors: list[str] = []
-            start = time.perf_counter() + 0.05
-            total = int(seconds * args.rate)
-            async with asyncio.TaskGroup() as group:
-                for i in range(total):
-                    group.create_task(one(start + i / args.rate, latencies, errors))
-            return latencies, errors, time.perf_counter() - start
-
-        await phase(1.0)  # warm-up: connections, caches, the planner
-        cpu = _cpu_seconds(pid)
-        latencies, errors, elapsed = await phase(args.duration)
-        cpu = _cpu_seconds(pid) - cpu
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(_quantile(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(_quantile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
-        "server_cpu_ms_per_request": round(cpu * 1000 / max(1, len(latencies)), 2),
-    }
+    def since(self, earlier: _PostgresCpu) -> float | None:
+        """CPU spent since ``earlier`` by the processes alive at both moments; ``None``
+        when none is visible (a server on another machine, another user's /proc)."""
+        both = self.seconds.keys() & earlier.seconds.keys()
+        if not both:
+            return None
+        return sum(self.seconds[pid] - earlier.seconds[pid] for pid in both)
 
 
-async def _wait_ready(session: aiohttp.ClientSession) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def _postgres_cpu() -> _PostgresCpu:
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            async with session.get("/health") as reply:
-                if reply.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise BenchError("the CRM did not start within 60 s")
+            if (entry / "comm").read_text().strip() == "postgres":
+                seconds[int(entry.name)] = _cpu_seconds(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return _PostgresCpu(seconds)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -272,12 +399,58 @@ def _quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+_MEDIAN_FIGURES = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request",
+                   "postgres_cpu_ms_per_request", "client_cpu_ms_per_request")  # fmt: skip
+
+
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' medians, with their sums of requests and errors and their worst max."""
+    summary: dict[str, Any] = {
+        "requests": sum(r["requests"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "error_kinds": sorted({kind for r in runs for kind in r["error_kinds"]}),
+        "max_ms": max((r["max_ms"] for r in runs if r["max_ms"] is not None), default=None),
+    }
+    for name in _MEDIAN_FIGURES:
+        values = [r[name] for r in runs if r[name] is not None]
+        summary[name] = round(statistics.median(values), 3) if values else None
+    return summary
+
+
+def _ratios(direct: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, float | None]:
+    """How many times the reference path's figure the direct path's is (higher: better)."""
+    names = ("p50_ms", "p99_ms", "server_cpu_ms_per_request", "postgres_cpu_ms_per_request")
+    ratios: dict[str, float | None] = {}
+    for name in names:
+        ours = direct.get(name)
+        theirs = None if baseline is None else baseline.get(name)
+        ratios[f"{name}_baseline_over_direct"] = (
+            round(theirs / ours, 2) if ours and theirs is not None else None
+        )
+    return ratios
+
+
 def print_summary(s: dict[str, Any], console: Console) -> None:
     grid = Table(title="telehub bench crm: GET /v1/vehicles/health (dealer key, PostgreSQL)")
     grid.add_column("figure")
-    grid.add_column("value", justify="right")
-    for name in ("vehicles", "page", "target_rps", "rps", "requests", "p50_ms", "p99_ms",
-                 "max_ms", "errors", "server_cpu_ms_per_request", "audit_rows",
-                 "load_average"):  # fmt: skip
-        grid.add_row(name, str(s[name]))
+    runs = s["runs"]
+    for number in range(1, len(runs) + 1):
+        grid.add_column(f"run {number}", justify="right")
+    grid.add_column("median", justify="right")
+    baseline = s["baseline"]
+    if baseline is not None:
+        grid.add_column("reference path", justify="right")
+        grid.add_column("ratio", justify="right")
+    for name in ("rps", "p50_ms", "p99_ms", "max_ms", "errors", "server_cpu_ms_per_request",
+                 "postgres_cpu_ms_per_request", "client_cpu_ms_per_request"):  # fmt: skip
+        row = [name, *(str(r[name]) for r in runs), str(s[name])]
+        if baseline is not None:
+            ratio = s["ratios"].get(f"{name}_baseline_over_direct")
+            row += [str(baseline[name]), "" if ratio is None else f"{ratio}x"]
+        grid.add_row(*row)
     console.print(grid)
+    console.print(
+        f"{s['vehicles']:,} vehicles, pages of {s['page']}, {s['target_rps']:g} requests/s "
+        f"for {s['duration_s']:g} s per run; {s['audit_rows']:,} audit rows "
+        f"({s['audit_rows_missing']} missing); load average {s['load_average']}"
+    )

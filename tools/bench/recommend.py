@@ -47,7 +47,7 @@ import numpy as np
 
 from cloud.recommend.catalog import Catalog, Connector, Poi, PoiKind
 from cloud.recommend.hours import ALWAYS_OPEN, parse_hours
-from cloud.recommend.server import run_fast
+from cloud.runtime import run_fast
 
 __all__ = ["BenchResult", "register", "run", "synthetic_catalog"]
 
@@ -458,8 +458,9 @@ async def _serve(conn: Connection, api_key: str, pois: int, seed: int, area: str
 
     from cloud.recommend.app import create_app
     from cloud.recommend.config import RecommendSettings, hash_api_key
-    from cloud.recommend.server import RecommendServer, freeze_long_lived
+    from cloud.recommend.server import RecommendServer
     from cloud.recommend.service import RecommendService
+    from cloud.runtime import freeze_long_lived
 
     # The access log on, written nowhere: its cost is part of what is measured.
     logging.getLogger("telehub.recommend.access").setLevel(logging.INFO)

@@ -43,7 +43,7 @@ _TOKEN_FORM = {
 
 
 @router.get("/health", tags=["system"], summary="Liveness: the only anonymous route")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
