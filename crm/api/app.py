@@ -81,7 +81,7 @@ def create_app(
     )
     install_error_handlers(app)
     for module in (
-        vehicles, system, dealers, customers, consents, leads, maintenance, recalls,
+        system, dealers, customers, vehicles, consents, leads, maintenance, recalls,
         webhook_routes, audit_routes,
     ):  # fmt: skip
         app.include_router(module.router)

@@ -32,6 +32,9 @@ def test_a_short_run_reports_latency_and_drops_its_database(
     # The baseline ran the reference path on the same data, and the ratios compare them.
     baseline = s["baseline"]
     assert baseline["requests"] == 40
+    # Each ran the path it names: the direct one on its pool, the reference one without.
+    assert all(run["health_pool_connections"] > 0 for run in s["runs"])
+    assert baseline["health_pool_connections"] == 0
     assert baseline["errors"] == 0
     ratio = s["ratios"]["server_cpu_ms_per_request_baseline_over_direct"]
     assert ratio == round(baseline["server_cpu_ms_per_request"] / s["server_cpu_ms_per_request"], 2)

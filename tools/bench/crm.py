@@ -171,7 +171,7 @@ def _measure(
     port = _free_port()
     crm = CrmSettings(
         listen=f"127.0.0.1:{port}", token_secret=_SECRET, grace_seconds=1,
-        health_pool_size=args.pool_size,
+        health_pool_size=pool_size,
     )  # fmt: skip
     child = multiprocessing.get_context("spawn").Process(
         target=_serve_child, args=(crm, cloud), daemon=True
@@ -179,7 +179,8 @@ def _measure(
     child.start()
     try:
         assert child.pid is not None
-        generator = _Generator(args, f"http://127.0.0.1:{port}", key, child.pid)
+        dsn = str(cloud.tenants[_TENANT].database_url).replace("+psycopg", "", 1)
+        generator = _Generator(args, f"http://127.0.0.1:{port}", key, child.pid, dsn)
         return run_fast(generator.runs(repeats, label, console)), generator.answered
     finally:
         child.terminate()
@@ -197,7 +198,8 @@ def _serve_child(crm: CrmSettings, cloud: CloudSettings) -> None:
 class _Generator:
     """The open-loop load of one server, and what it cost each process."""
 
-    def __init__(self, args: argparse.Namespace, base: str, key: str, pid: int) -> None:
+    def __init__(self, args: argparse.Namespace, base: str, key: str, pid: int, dsn: str) -> None:
+        self._dsn = dsn
         self._args = args
         self._base = base
         self._key = key
@@ -243,6 +245,9 @@ class _Generator:
             if postgres is None
             else round(postgres * 1000 / n, 3),
             "client_cpu_ms_per_request": round(client * 1000 / n, 3),
+            # The run's own check of the path it measured: the direct path holds pool
+            # connections (named telehub-crm-health-*), the reference path none.
+            "health_pool_connections": await asyncio.to_thread(_pool_connections, self._dsn),
         }
 
     async def _phase(
@@ -344,6 +349,17 @@ def _fill(cloud: CloudSettings, count: int) -> str:
                 )
                 conn.exec_driver_sql("ANALYZE")
         return issue_api_key(store, _TENANT, role=Role.DEALER, dealer_id=dealer, label="bench").text
+
+
+def _pool_connections(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'telehub-crm-health-%%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _audit_rows(cloud: CloudSettings) -> int:
