@@ -14,6 +14,8 @@ tenant's first request, and ``close()`` closes them all when the app stops.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter
@@ -29,7 +31,23 @@ if TYPE_CHECKING:
 
 __all__ = ["HealthPages"]
 
+_log = logging.getLogger(__name__)
 _PAGE = TypeAdapter(PageOf[VehicleHealth])
+
+
+@functools.cache
+def _pool_installed() -> bool:
+    """psycopg-pool comes with the ``postgres`` extra; a PostgreSQL store reached with
+    psycopg alone is served on the SQLAlchemy path, with a warning once."""
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        _log.warning(
+            "psycopg-pool is not installed (pip install 'telehub[postgres]'): the health "
+            "list is served through SQLAlchemy, at several times the CPU per request"
+        )
+        return False
+    return True
 
 
 class HealthPages:
@@ -42,7 +60,8 @@ class HealthPages:
         self._closed = False
 
     async def page(self, tenant: str, store: CrmStore, ask: HealthPageAsk) -> bytes:
-        if self._settings.health_pool_size and store.engine.dialect.name == "postgresql":
+        direct = self._settings.health_pool_size and store.engine.dialect.name == "postgresql"
+        if direct and _pool_installed():
             pool = self._pools.get(tenant) or await self._open(tenant, store)
             return await pool.page(ask)
         result = await asyncio.to_thread(

@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import json
 import random
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import insert, select
 from cloud.rules.events import HealthReason
 from cloud.store.base import now, table
 from cloud.store.models import HealthRow, Vehicle
+from crm.api import health_pages
 from crm.api.app import create_app
 from crm.api.health_pages import HealthPages
 from crm.api.schemas import HealthReasonPublic
@@ -196,3 +198,23 @@ def test_health_reasons_carry_only_the_fields_the_dealer_schema_publishes() -> N
     # stores (HealthReason) must be exactly what a dealer may see (HealthReasonPublic).
     stored = {field.name for field in dataclasses.fields(HealthReason)}
     assert stored == set(HealthReasonPublic.model_fields)
+
+
+@pytest.mark.postgres
+async def test_without_psycopg_pool_the_list_is_served_on_the_sqlalchemy_path(
+    pg_store: CrmStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dealers, _ = _fill(pg_store)
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # import psycopg_pool fails
+    health_pages._pool_installed.cache_clear()
+    pages = HealthPages(CrmSettings(token_secret=CRM_SECRET))
+    at = now_us()
+    try:
+        ask = HealthPageAsk(dealers[0], None, 10, at, _audit_row("key-1", dealers[0], at))
+        body = await pages.page("acme", pg_store, ask)
+    finally:
+        await pages.close()
+        health_pages._pool_installed.cache_clear()
+    assert len(json.loads(body)["items"]) == 2
+    assert body.startswith(b'{"items":[{"id":')  # pydantic's serialisation, not PostgreSQL's
+    assert "psycopg-pool is not installed" in caplog.text
