@@ -128,16 +128,21 @@ async def test_the_direct_path_answers_what_the_sqlalchemy_path_answers(
     assert compared == 4 * (2 + 2 + 25)
 
 
+async def _first_page(store: CrmStore, dealer: int, at: int) -> bytes:
+    """The dealer's first page on a fresh ``HealthPages``, closed afterwards."""
+    pages = HealthPages(CrmSettings(token_secret=CRM_SECRET))
+    try:
+        ask = HealthPageAsk(dealer, None, 10, at, _audit_row("key-1", dealer, at))
+        return await pages.page("acme", store, ask)
+    finally:
+        await pages.close()
+
+
 @pytest.mark.postgres
 async def test_the_page_and_its_audit_row_commit_together(pg_store: CrmStore) -> None:
     dealers, _ = _fill(pg_store)
-    pages = HealthPages(CrmSettings(token_secret=CRM_SECRET))
     at = now_us()
-    try:
-        ask = HealthPageAsk(dealers[0], None, 10, at, _audit_row("key-1", dealers[0], at))
-        body = await pages.page("acme", pg_store, ask)
-    finally:
-        await pages.close()
+    body = await _first_page(pg_store, dealers[0], at)
     assert len(json.loads(body)["items"]) == 2
     with pg_store.engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(select(audit_log))]
@@ -207,13 +212,9 @@ async def test_without_psycopg_pool_the_list_is_served_on_the_sqlalchemy_path(
     dealers, _ = _fill(pg_store)
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # import psycopg_pool fails
     health_pages._pool_installed.cache_clear()
-    pages = HealthPages(CrmSettings(token_secret=CRM_SECRET))
-    at = now_us()
     try:
-        ask = HealthPageAsk(dealers[0], None, 10, at, _audit_row("key-1", dealers[0], at))
-        body = await pages.page("acme", pg_store, ask)
+        body = await _first_page(pg_store, dealers[0], now_us())
     finally:
-        await pages.close()
         health_pages._pool_installed.cache_clear()
     assert len(json.loads(body)["items"]) == 2
     assert body.startswith(b'{"items":[{"id":')  # pydantic's serialisation, not PostgreSQL's
