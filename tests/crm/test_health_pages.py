@@ -178,6 +178,11 @@ def test_a_lost_connection_is_a_503_and_the_next_requests_are_served(
     failed = world.get("/v1/vehicles/health", world.dealer)
     assert failed.status_code == 503
     assert failed.json()["error"]["code"] == "store_unavailable"
+    # Recorded as every failed route is: nothing was read.
+    errors = world.get("/v1/audit", admin, result="error", dealer_id=world.dealer_id).json()
+    assert [(row["resource"], row["status"]) for row in errors["items"]] == [
+        ("/v1/vehicles/health", 503)
+    ]
     # The failure had the idle connections checked: the next requests are served.
     statuses: list[int] = []
     deadline = time.monotonic() + 5

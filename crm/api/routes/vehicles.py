@@ -20,7 +20,7 @@ from crm.api.deps import (
     etag,
     require_admin,
 )
-from crm.api.errors import ERROR_RESPONSES
+from crm.api.errors import ERROR_RESPONSES, status_of
 from crm.api.schemas import (
     MAX_ID,
     PageOf,
@@ -39,6 +39,7 @@ from crm.api.schemas import (
 )
 from crm.api.service_schemas import RepairOrderPublic
 from crm.api.vehicle_access import vehicle_data, visible_fields
+from crm.errors import CrmError
 from crm.store.access import HealthPageAsk
 from crm.store.base import now_us
 
@@ -101,7 +102,13 @@ async def health_list(
     at = now_us()
     audit = trail.row("allowed", 200, at_us=at)
     ask = HealthPageAsk(principal.dealer_id, after, limit, at, audit)
-    body = await caller.services.health.page(principal.tenant, caller.store, ask)
+    services = caller.services
+    try:
+        body = await services.health.page(principal.tenant, caller.store, ask)
+    except CrmError as exc:
+        # Nothing was read or committed: recorded as AuditDep records a failed route.
+        await services.audit.write(principal.tenant, trail.row("error", status_of(exc)))
+        raise
     return Response(body, media_type="application/json")
 
 
