@@ -35,6 +35,7 @@ def test_a_short_run_reports_latency_and_drops_its_database(
     # Each ran the path it names: the direct one on its pool, the reference one without.
     assert all(run["health_pool_connections"] > 0 for run in s["runs"])
     assert baseline["health_pool_connections"] == 0
+    assert s["paths_as_named"] is True
     assert baseline["errors"] == 0
     ratio = s["ratios"]["server_cpu_ms_per_request_baseline_over_direct"]
     assert ratio == round(baseline["server_cpu_ms_per_request"] / s["server_cpu_ms_per_request"], 2)

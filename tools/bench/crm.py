@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print_summary(summary, Console())
-    healthy = summary["errors"] == 0 and summary["audit_rows_missing"] == 0
+    healthy = (
+        summary["errors"] == 0 and summary["audit_rows_missing"] == 0 and summary["paths_as_named"]
+    )
     return 0 if healthy else 1
 
 
@@ -146,6 +148,10 @@ def bench(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         audit_rows=audit_rows,
         # Every answered request, warm-ups included, must have left its audit row.
         audit_rows_missing=answered - audit_rows,
+        # Each run measured the path it names: the direct one on its pool, the
+        # reference one without (a misconfigured run would compare a path with itself).
+        paths_as_named=all(run["health_pool_connections"] > 0 for run in runs)
+        and (baseline is None or baseline["health_pool_connections"] == 0),
         vehicles=args.vehicles,
         page=args.page,
         target_rps=args.rate,
