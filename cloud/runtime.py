@@ -1,11 +1,10 @@
 """Process-level helpers of the HTTP services (the recommendation API, the CRM).
 
 ``run_fast`` runs a service's main coroutine on uvloop; ``freeze_long_lived``
-takes what startup built out of the garbage collector's reach. Both were
-measured on the services' benchmarks (``telehub bench recommend``, ``telehub
-bench crm``): the default loop cost each request more CPU, and full
-collections walking the startup heap paused a process 50-150 ms, the whole
-p99 of a latency target.
+takes what startup built out of the garbage collector's reach. The loop was
+measured on ``telehub bench recommend`` (the default loop cost each request
+more CPU); the collector on both benchmarks: full collections walking the
+startup heap paused a process 50-165 ms, the whole p99 of a latency target.
 """
 
 from __future__ import annotations
